@@ -1,0 +1,341 @@
+//! The run driver: the thin I/O shell around the merge core (STYLE.md 6). It pulls, hands
+//! observations to [`crate::merge`], pushes in batches and keeps the store in step:
+//!
+//! - observations and the cursors that produced them are committed in one transaction
+//!   (a cursor advances only once its observations are durable);
+//! - every planned push is written as an intent in that same transaction, and outcomes are
+//!   committed per batch of [`PUSH_BATCH`], so a crash between a push and its bookkeeping
+//!   is recognised on restart (the intent says what was pushed) instead of duplicating or
+//!   losing anything;
+//! - after a push error the item is read back before anything is decided.
+//!
+//! Sides are [`ContactReplica`]s; [`memory::MemorySide`] is an in-memory one for the demo,
+//! tests and benches. The Graph and CRM connectors implement the same contract.
+
+pub mod memory;
+
+use std::collections::{BTreeSet, HashSet};
+
+use synchub_connectors::{ConnectorError, ErrorKind};
+use synchub_store::Store;
+
+use crate::merge::{
+    materialise, ItemChange, Merge, MergeError, Observed, PushKind, PushOp, PushOutcome, RunCtx, RunLog, SideItem,
+    UserReplica,
+};
+use crate::model::{FieldSet, ItemId, Side};
+
+/// Pushes per store transaction (DESIGN "Durability").
+pub const PUSH_BATCH: usize = 200;
+
+/// What a pull returned.
+#[derive(Clone, Debug, Default)]
+pub struct Pull {
+    /// Changed items since the cursor.
+    pub items: Vec<Observed>,
+    /// Where the next pull starts.
+    pub cursor: String,
+    /// Whether this was a full listing (no cursor, or a resync): linked items missing from
+    /// it are gone.
+    pub full: bool,
+}
+
+/// One side as the engine drives it.
+pub trait ContactReplica {
+    /// Which side this is.
+    fn side(&self) -> Side;
+    /// Changes since `cursor` (everything when `None`). A cursor the side no longer knows
+    /// fails with [`ErrorKind::ResyncRequired`].
+    fn pull(&mut self, cursor: Option<&str>) -> Result<Pull, ConnectorError>;
+    /// Make one write, idempotent by the op's hub id (a create stamps it on the item).
+    fn push(&mut self, op: &PushOp) -> Result<PushOutcome, ConnectorError>;
+    /// The item `op` concerns as the side holds it now: by item id, or for a create by the
+    /// hub id stamped on it. `None`: no such item.
+    fn read_back(&mut self, op: &PushOp) -> Result<Option<(ItemId, SideItem)>, ConnectorError>;
+}
+
+/// Created / updated / deleted on one side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Items created.
+    pub created: u32,
+    /// Items updated.
+    pub updated: u32,
+    /// Items deleted.
+    pub deleted: u32,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Per side (indexed by [`Side::index`]).
+    pub counts: [Counts; 2],
+    /// Pushes that did not apply (they stay pending and are retried next run).
+    pub failed_pushes: u32,
+    /// Side failures met (pull errors, push errors after read-back).
+    pub errors: Vec<(Side, ConnectorError)>,
+    /// Minted, adopted, resurrected contacts and conflicts.
+    pub log: RunLog,
+}
+
+/// What stops a run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The merge core or the store failed; nothing uncommitted is kept.
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] synchub_store::StoreError),
+}
+
+/// The per-run settings.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Fields per side and the clock.
+    pub ctx: RunCtx,
+    /// Plan every contact instead of only the touched ones (after a rebuild or discard).
+    pub full: bool,
+}
+
+/// Run one user's sync: recover, pull, observe, resolve, materialise, advance.
+pub fn run_user(
+    store: &Store,
+    user: &str,
+    replica: &mut UserReplica,
+    sides: [&mut dyn ContactReplica; 2],
+    opts: RunOptions,
+) -> Result<RunReport, EngineError> {
+    let mut report = RunReport::default();
+    let [exchange, crm] = sides;
+    let mut sides: [&mut dyn ContactReplica; 2] = [exchange, crm];
+    recover(store, user, replica, &mut sides, &opts.ctx)?;
+
+    let mut pulled: Vec<(Side, Pull)> = Vec::new();
+    for s in sides.iter_mut() {
+        let side = s.side();
+        match pull(*s, replica.side(side).cursor.as_deref()) {
+            Ok(p) => pulled.push((side, p)),
+            Err(e) => {
+                tracing::warn!(user, %side, error = %e, "pull failed; that side is skipped this run");
+                report.errors.push((side, e));
+            }
+        }
+    }
+
+    let mut merge = Merge::new(replica, opts.ctx);
+    for (side, p) in &mut pulled {
+        let mut items = std::mem::take(&mut p.items);
+        if p.full {
+            items.extend(vanished(merge_replica(&merge), *side, &items));
+        }
+        merge.observe(*side, items)?;
+    }
+    merge.resolve()?;
+    let touched: BTreeSet<_> = merge.touched().clone();
+    report.log = merge.finish();
+    for (side, p) in &pulled {
+        replica.set_cursor(*side, Some(p.cursor.clone()));
+    }
+
+    // Plan both sides now and write every planned push as an intent, in the same
+    // transaction as the observations, their cursors and the conflicts they raised: a crash
+    // anywhere after this leaves a complete to-do list.
+    // A side whose pull failed gets its intents too (its to-do list), but no pushes: an
+    // update could overwrite an edit the hub has not seen.
+    let mut plans = Vec::new();
+    for side in Side::BOTH {
+        let set = opts.ctx.fields[side.index()];
+        let mut candidates: BTreeSet<_> = touched.clone();
+        candidates.extend(materialise::pending(replica, side));
+        let pull = pulled.iter().find(|(s, _)| *s == side).map(|(_, p)| p);
+        if opts.full || pull.is_some_and(|p| p.full) {
+            candidates.extend(replica.doc.contact_ids());
+        }
+        let ops = materialise::plan(replica, side, set, candidates);
+        for op in &ops {
+            materialise::intend(replica, op);
+        }
+        if pull.is_some() {
+            plans.push((side, ops));
+        }
+    }
+    let mut write = replica.take_write()?;
+    for c in &report.log.conflicts {
+        let bytes = postcard::to_allocvec(c).map_err(|e| MergeError::Malformed(format!("encoding a conflict: {e}")))?;
+        write.journal(CONFLICT, c.at.timestamp_millis(), bytes);
+    }
+    store_write(store, user, replica, write)?;
+
+    for (side, ops) in plans {
+        let Some(s) = sides.iter_mut().find(|s| s.side() == side) else { continue };
+        push_all(store, user, replica, *s, &ops, opts.ctx.fields[side.index()], &mut report)?;
+    }
+    Ok(report)
+}
+
+fn merge_replica<'a>(merge: &'a Merge<'_>) -> &'a UserReplica {
+    merge.replica()
+}
+
+/// Linked items a full listing no longer shows: they were deleted.
+fn vanished(replica: &UserReplica, side: Side, listed: &[Observed]) -> Vec<Observed> {
+    let seen: HashSet<&ItemId> = listed.iter().map(|o| &o.item).collect();
+    replica
+        .side(side)
+        .by_item
+        .keys()
+        .filter(|item| !seen.contains(item))
+        .map(|item| Observed { item: item.clone(), change: ItemChange::Removed })
+        .collect()
+}
+
+fn pull(side: &mut dyn ContactReplica, cursor: Option<&str>) -> Result<Pull, ConnectorError> {
+    match side.pull(cursor) {
+        Err(e) if e.kind == ErrorKind::ResyncRequired => {
+            tracing::info!(side = %side.side(), "cursor expired; listing everything again");
+            let mut p = side.pull(None)?;
+            p.full = true;
+            Ok(p)
+        }
+        Ok(mut p) => {
+            p.full |= cursor.is_none();
+            Ok(p)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The journal kind of conflict records.
+pub const CONFLICT: &str = "conflict";
+
+/// Every conflict recorded for `user`, oldest first (SPEC X2).
+pub fn conflicts(store: &Store, user: &str) -> Result<Vec<crate::merge::Conflict>, EngineError> {
+    store
+        .journal(user, CONFLICT)?
+        .iter()
+        .map(|b| postcard::from_bytes(b).map_err(|e| MergeError::Malformed(format!("decoding a conflict: {e}")).into()))
+        .collect()
+}
+
+fn commit(store: &Store, user: &str, replica: &mut UserReplica) -> Result<(), EngineError> {
+    let write = replica.take_write()?;
+    store_write(store, user, replica, write)
+}
+
+fn store_write(
+    store: &Store,
+    user: &str,
+    replica: &UserReplica,
+    write: synchub_store::UserWrite,
+) -> Result<(), EngineError> {
+    if !write.is_empty() {
+        let stats = store.commit(user, write)?;
+        if stats.needs_compaction() {
+            store.compact(user, &replica.doc.save())?;
+        }
+    }
+    Ok(())
+}
+
+fn push_all(
+    store: &Store,
+    user: &str,
+    replica: &mut UserReplica,
+    side: &mut dyn ContactReplica,
+    ops: &[PushOp],
+    set: FieldSet,
+    report: &mut RunReport,
+) -> Result<(), EngineError> {
+    for batch in ops.chunks(PUSH_BATCH) {
+        for op in batch {
+            let outcome = match side.push(op) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::warn!(user, side = %op.side, contact = %op.hub, op = op.kind.name(), error = %e, "push failed; reading back");
+                    let outcome = settle(side, op, set);
+                    if outcome == PushOutcome::NotApplied {
+                        report.errors.push((op.side, e));
+                    }
+                    outcome
+                }
+            };
+            count(report, op, &outcome);
+            materialise::record(replica, op, outcome);
+        }
+        commit(store, user, replica)?;
+    }
+    Ok(())
+}
+
+fn count(report: &mut RunReport, op: &PushOp, outcome: &PushOutcome) {
+    let c = &mut report.counts[op.side.index()];
+    match outcome {
+        PushOutcome::Created { .. } => c.created += 1,
+        PushOutcome::Updated { .. } => c.updated += 1,
+        PushOutcome::Deleted => c.deleted += 1,
+        PushOutcome::NotApplied => report.failed_pushes += 1,
+    }
+}
+
+/// Decide a push whose answer was lost or an error, from what the side holds now.
+fn settle(side: &mut dyn ContactReplica, op: &PushOp, set: FieldSet) -> PushOutcome {
+    match side.read_back(op) {
+        Ok(Some((item, found))) => match op.kind {
+            // An item carrying our hub id exists: our create went through with op.fields.
+            PushKind::Create => {
+                let etag = found.fields.equivalent_on(&op.fields, set).then_some(found.etag).flatten();
+                PushOutcome::Created { item, etag }
+            }
+            // An update writes the values and the stamps: both must show.
+            PushKind::Update if found.stamp == Some(op.hub) && found.fields.equivalent_on(&op.fields, set) => {
+                PushOutcome::Updated { etag: found.etag }
+            }
+            _ => PushOutcome::NotApplied,
+        },
+        Ok(None) if op.kind == PushKind::Delete => PushOutcome::Deleted,
+        Ok(None) => PushOutcome::NotApplied,
+        Err(e) => {
+            tracing::warn!(side = %op.side, contact = %op.hub, error = %e, "read-back failed; the push stays pending");
+            PushOutcome::NotApplied
+        }
+    }
+}
+
+/// Settle pushes a crash left unconfirmed (their intents), by reading each item back.
+pub fn recover(
+    store: &Store,
+    user: &str,
+    replica: &mut UserReplica,
+    sides: &mut [&mut dyn ContactReplica; 2],
+    ctx: &RunCtx,
+) -> Result<(), EngineError> {
+    for s in sides.iter_mut() {
+        let side = s.side();
+        let set = ctx.fields[side.index()];
+        let hubs = materialise::pending(replica, side);
+        if hubs.is_empty() {
+            continue;
+        }
+        for hub in hubs {
+            let Some(intent) = replica.side(side).intents.get(&hub).cloned() else { continue };
+            let entry = replica.entry(side, hub).cloned().unwrap_or_default();
+            let op = PushOp {
+                side,
+                hub,
+                kind: intent.kind,
+                item: entry.item,
+                etag: entry.etag,
+                fields: intent.fields,
+                heads: intent.heads,
+            };
+            let outcome = settle(*s, &op, set);
+            if outcome != PushOutcome::NotApplied {
+                tracing::info!(user, %side, contact = %hub, op = op.kind.name(), "recovered a push a crash left unconfirmed");
+                materialise::record(replica, &op, outcome);
+            }
+        }
+        commit(store, user, replica)?;
+    }
+    Ok(())
+}

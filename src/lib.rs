@@ -1,0 +1,21 @@
+//! synchub: keeps each user's Outlook contacts and CRM contact list mirror images, with the
+//! user's Automerge document in between (DESIGN.md).
+//!
+//! The workflow of a run, and where it lives:
+//! 1. [`engine`] loads the user's [`merge::UserReplica`] from the store, recovers pushes a
+//!    crash left unconfirmed, and pulls each side's changes since its cursor;
+//! 2. [`merge`] observes them (only differing fields, at each contact's base heads), resolves
+//!    conflicts and deletes, and plans the pushes that make each side match the document;
+//! 3. [`engine`] pushes in batches (intent first, outcome after, each a store transaction),
+//!    reads back after any error, and advances cursors once observations are durable.
+//!
+//! [`model`] is the canonical contact (FIELDS.md); `synchub-store` keeps bytes;
+//! `synchub-connectors` speaks to the outside.
+
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod engine;
+pub mod merge;
+pub mod model;

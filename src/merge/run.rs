@@ -1,0 +1,253 @@
+//! One run's merge over a user's replica: observe each side, then resolve. The run keeps
+//! which fields each side wrote (and when the item was modified), and which change hashes
+//! it committed for which side: resolution attributes values by those hashes, never by
+//! actor id (Automerge derives extra actor ids at old heads).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use automerge::{ChangeHash, ObjId, ReadDoc, ScalarValue, Value};
+use chrono::{DateTime, Utc};
+
+use super::doc::{decode, write_at, Author, DELETED};
+use super::state::UserReplica;
+use super::MergeError;
+use crate::model::{equivalent, Field, FieldSet, FieldValue, HubContactId, Side};
+
+/// What a run needs to know beyond the replica.
+#[derive(Clone, Copy, Debug)]
+pub struct RunCtx {
+    /// The fields each side carries (indexed by [`Side::index`]).
+    pub fields: [FieldSet; 2],
+    /// The run's clock.
+    pub now: DateTime<Utc>,
+}
+
+impl RunCtx {
+    /// Every field on both sides, at `now`.
+    pub fn all_fields(now: DateTime<Utc>) -> RunCtx {
+        RunCtx { fields: [FieldSet::all(); 2], now }
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.now.timestamp_millis()
+    }
+}
+
+/// A key of a contact's map that a run can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    /// A field.
+    Field(Field),
+    /// The tombstone.
+    Deleted,
+}
+
+/// A same-field conflict, recorded and visible over the API (SPEC C5, X2).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Conflict {
+    /// The contact.
+    pub contact: HubContactId,
+    /// The field.
+    pub field: Field,
+    /// Exchange's value.
+    pub exchange_value: Option<FieldValue>,
+    /// The CRM's value.
+    pub crm_value: Option<FieldValue>,
+    /// Whose value won.
+    pub winner: Side,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// What a run did besides writing fields: minted, adopted and resurrected contacts.
+#[derive(Clone, Debug, Default)]
+pub struct RunLog {
+    /// Contacts created from a side's new item.
+    pub minted: Vec<(Side, HubContactId)>,
+    /// Unknown items carrying a hub id, linked instead of re-created (SPEC X9).
+    pub adopted: Vec<(Side, HubContactId)>,
+    /// Contacts brought back because an edit beat a delete (SPEC X3).
+    pub resurrected: Vec<HubContactId>,
+    /// Same-field conflicts.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// One run's merge.
+pub struct Merge<'a> {
+    pub(crate) replica: &'a mut UserReplica,
+    pub(crate) ctx: RunCtx,
+    /// (contact, slot) -> per side, the modification time of the item that wrote it.
+    pub(crate) written: HashMap<(HubContactId, Slot), [Option<i64>; 2]>,
+    /// Change hashes this run committed, by the side whose observation they carry.
+    pub(crate) hashes: HashMap<ChangeHash, Side>,
+    pub(crate) created: HashSet<HubContactId>,
+    pub(crate) touched: BTreeSet<HubContactId>,
+    pub(crate) log: RunLog,
+}
+
+impl<'a> Merge<'a> {
+    /// Start a run's merge.
+    pub fn new(replica: &'a mut UserReplica, ctx: RunCtx) -> Merge<'a> {
+        Merge {
+            replica,
+            ctx,
+            written: HashMap::new(),
+            hashes: HashMap::new(),
+            created: HashSet::new(),
+            touched: BTreeSet::new(),
+            log: RunLog::default(),
+        }
+    }
+
+    /// Contacts this run wrote (the only ones materialise needs to plan, with the pending
+    /// intents).
+    pub fn touched(&self) -> &BTreeSet<HubContactId> {
+        &self.touched
+    }
+
+    /// The replica being merged into.
+    pub fn replica(&self) -> &UserReplica {
+        self.replica
+    }
+
+    /// End the merge, returning what it recorded.
+    pub fn finish(self) -> RunLog {
+        self.log
+    }
+
+    /// Resolve what this run wrote: deletes first (on the ops as observed), then every
+    /// field left with concurrent values gets its winner written, so none survives the run.
+    pub fn resolve(&mut self) -> Result<(), MergeError> {
+        let mut contacts: BTreeSet<HubContactId> = self.written.keys().map(|(h, _)| *h).collect();
+        contacts.retain(|h| !self.created.contains(h));
+        let mut puts: Vec<(ObjId, &'static str, ScalarValue)> = Vec::new();
+        let mut deleted_decisions = Vec::new();
+        for hub in &contacts {
+            let Some(obj) = self.replica.doc.contact_obj(*hub) else { continue };
+            if let Some(keep_deleted) = self.delete_decision(&obj)? {
+                deleted_decisions.push((*hub, obj, keep_deleted));
+            }
+        }
+        let mut slots: Vec<(HubContactId, Slot)> = self.written.keys().copied().collect();
+        slots.sort();
+        for (hub, slot) in slots {
+            let Slot::Field(field) = slot else { continue };
+            if self.created.contains(&hub) {
+                continue;
+            }
+            let Some(obj) = self.replica.doc.contact_obj(hub) else { continue };
+            if let Some(winner) = self.resolve_field(hub, &obj, field)? {
+                puts.push((obj, field.name(), winner));
+            }
+        }
+        for (hub, obj, keep_deleted) in deleted_decisions {
+            let multi = self.replica.doc.automerge().get_all(&obj, DELETED)?.len() > 1;
+            if !keep_deleted {
+                self.log.resurrected.push(hub);
+                puts.push((obj, DELETED, ScalarValue::Boolean(false)));
+            } else if multi {
+                puts.push((obj, DELETED, ScalarValue::Boolean(true)));
+            }
+        }
+        write_at(self.replica.doc.automerge_mut(), None, Author::Hub, self.ctx.now_ms(), &puts)?;
+        Ok(())
+    }
+
+    /// For a contact whose tombstone is set: `Some(true)` when the delete stands, `Some(false)`
+    /// when some current op is not visible at the union of the delete ops (an edit the
+    /// deleter never saw, SPEC X3); `None` when the contact is not deleted.
+    fn delete_decision(&self, obj: &ObjId) -> Result<Option<bool>, MergeError> {
+        let doc = self.replica.doc.automerge();
+        let deletes: Vec<ChangeHash> = doc
+            .get_all(obj, DELETED)?
+            .into_iter()
+            .filter(|(v, _)| matches!(v, Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Boolean(true))))
+            .filter_map(|(_, id)| doc.hash_for_opid(&id))
+            .collect();
+        if deletes.is_empty() {
+            return Ok(None);
+        }
+        let keys: Vec<String> = doc.map_range(obj, ..).map(|i| i.key.to_string()).collect();
+        for key in keys {
+            let seen: HashSet<_> = doc.get_all_at(obj, key.as_str(), &deletes)?.into_iter().map(|(_, id)| id).collect();
+            if doc.get_all(obj, key.as_str())?.into_iter().any(|(_, id)| !seen.contains(&id)) {
+                return Ok(Some(false));
+            }
+        }
+        Ok(Some(true))
+    }
+
+    /// The winner of a field with concurrent values, recording the conflict; `None` when
+    /// the field holds one value.
+    fn resolve_field(
+        &mut self,
+        hub: HubContactId,
+        obj: &ObjId,
+        field: Field,
+    ) -> Result<Option<ScalarValue>, MergeError> {
+        let doc = self.replica.doc.automerge();
+        let values = doc.get_all(obj, field.name())?;
+        if values.len() <= 1 {
+            return Ok(None);
+        }
+        let writers = self.written.get(&(hub, Slot::Field(field))).copied().unwrap_or_default();
+        let winner_side = match (writers[0], writers[1]) {
+            (Some(e), Some(c)) => {
+                if e > c {
+                    Side::Exchange
+                } else {
+                    Side::Crm
+                }
+            }
+            (Some(_), None) => Side::Exchange,
+            _ => Side::Crm,
+        };
+        let mut by_side: [Option<Option<FieldValue>>; 2] = [None, None];
+        let mut winner: Option<ScalarValue> = None;
+        let mut others = Vec::new();
+        for (value, id) in &values {
+            let side = doc.hash_for_opid(id).and_then(|h| self.hashes.get(&h).copied());
+            let decoded = decode(field, value);
+            if side == Some(winner_side) && winner.is_none() {
+                winner = Some(scalar(value));
+                by_side[winner_side.index()] = Some(decoded);
+            } else {
+                others.push(decoded);
+            }
+        }
+        let winner = match winner {
+            Some(w) => w,
+            // The winning side's op is gone (should not happen): keep the document's pick.
+            None => match doc.get(obj, field.name())? {
+                Some((v, _)) => {
+                    by_side[winner_side.index()] = Some(decode(field, &v));
+                    scalar(&v)
+                }
+                None => ScalarValue::Null,
+            },
+        };
+        let won = by_side[winner_side.index()].clone().flatten();
+        let lost: Vec<_> = others.into_iter().filter(|o| !equivalent(field, o.as_ref(), won.as_ref())).collect();
+        if let Some(loser) = lost.into_iter().next() {
+            let loser_side = winner_side.other();
+            by_side[loser_side.index()] = Some(loser);
+            let [exchange_value, crm_value] = by_side.map(Option::flatten);
+            self.log.conflicts.push(Conflict {
+                contact: hub,
+                field,
+                exchange_value,
+                crm_value,
+                winner: winner_side,
+                at: self.ctx.now,
+            });
+        }
+        Ok(Some(winner))
+    }
+}
+
+fn scalar(value: &Value<'_>) -> ScalarValue {
+    match value {
+        Value::Scalar(s) => s.as_ref().clone(),
+        Value::Object(_) => ScalarValue::Null,
+    }
+}

@@ -1,0 +1,280 @@
+//! A user's replica state in memory: the document, and per side the links, shadows, base
+//! heads, intents and cursor. Loaded from and written back to the store; changed entries are
+//! tracked so a batch writes only what moved.
+
+use std::collections::{HashMap, HashSet};
+
+use automerge::ChangeHash;
+use synchub_store::{IntentRecord, SideRecord, Store, UserWrite};
+
+use super::doc::{ContactDoc, Heads};
+use super::MergeError;
+use crate::model::{ContactFields, HubContactId, ItemId, Side};
+
+/// What synchub knows of one contact on one side. Invariant: the document read at `base`
+/// equals `shadow` (on that side's fields).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SideEntry {
+    /// The side's item, while the side holds the contact.
+    pub item: Option<ItemId>,
+    /// Its etag/version as last seen.
+    pub etag: Option<String>,
+    /// The mapped values the side holds.
+    pub shadow: ContactFields,
+    /// The document heads the side's copy corresponds to.
+    pub base: Heads,
+    /// Whether the item carries synchub's stamps (hub id, link) (SPEC X9).
+    pub stamped: bool,
+}
+
+/// What a push does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PushKind {
+    /// Create the contact on the side.
+    Create,
+    /// Update the side's item.
+    Update,
+    /// Delete the side's item.
+    Delete,
+}
+
+impl PushKind {
+    /// The name used in stores, logs and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            PushKind::Create => "create",
+            PushKind::Update => "update",
+            PushKind::Delete => "delete",
+        }
+    }
+
+    fn parse(s: &str) -> Option<PushKind> {
+        [PushKind::Create, PushKind::Update, PushKind::Delete].into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// A push about to be made, kept until its outcome is known (survives crashes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Intent {
+    /// What the push does.
+    pub kind: PushKind,
+    /// The heads the pushed values were read at.
+    pub heads: Heads,
+    /// The pushed values.
+    pub fields: ContactFields,
+}
+
+/// One side's bookkeeping.
+#[derive(Clone, Debug, Default)]
+pub struct SideState {
+    /// Per contact.
+    pub entries: HashMap<HubContactId, SideEntry>,
+    /// Reverse links.
+    pub by_item: HashMap<ItemId, HubContactId>,
+    /// Pushes whose outcome is not known yet.
+    pub intents: HashMap<HubContactId, Intent>,
+    /// The side's change-feed cursor (Graph delta link, CRM cursor), opaque.
+    pub cursor: Option<String>,
+}
+
+impl SideState {
+    /// The contact linked to `item`.
+    pub fn hub_for(&self, item: &ItemId) -> Option<HubContactId> {
+        self.by_item.get(item).copied()
+    }
+}
+
+/// A user's replica state.
+pub struct UserReplica {
+    /// The merged document.
+    pub doc: ContactDoc,
+    sides: [SideState; 2],
+    saved_heads: Heads,
+    dirty_entries: HashSet<(Side, HubContactId)>,
+    dirty_intents: HashSet<(Side, HubContactId)>,
+    dirty_cursors: HashSet<Side>,
+}
+
+fn hashes(heads: &[[u8; 32]]) -> Heads {
+    heads.iter().map(|h| ChangeHash(*h)).collect()
+}
+
+fn raw(heads: &[ChangeHash]) -> Vec<[u8; 32]> {
+    heads.iter().map(|h| h.0).collect()
+}
+
+fn encode_fields(fields: &ContactFields) -> Result<Vec<u8>, MergeError> {
+    postcard::to_allocvec(fields).map_err(|e| MergeError::Malformed(format!("encoding a shadow: {e}")))
+}
+
+fn decode_fields(bytes: &[u8]) -> Result<ContactFields, MergeError> {
+    postcard::from_bytes(bytes).map_err(|e| MergeError::Malformed(format!("decoding a shadow: {e}")))
+}
+
+fn parse_side(name: &str) -> Result<Side, MergeError> {
+    Side::BOTH
+        .into_iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| MergeError::Malformed(format!("unknown side `{name}` in the store")))
+}
+
+impl UserReplica {
+    /// A fresh user: an empty document, no links.
+    pub fn new() -> UserReplica {
+        let doc = ContactDoc::new();
+        UserReplica {
+            doc,
+            sides: Default::default(),
+            saved_heads: Vec::new(),
+            dirty_entries: HashSet::new(),
+            dirty_intents: HashSet::new(),
+            dirty_cursors: HashSet::new(),
+        }
+    }
+
+    /// Load a user's state from the store (a fresh state when the store has none).
+    pub fn load(store: &Store, user: &str) -> Result<UserReplica, MergeError> {
+        let stored = store.load_user(user)?;
+        let mut replica = UserReplica::new();
+        if !stored.doc.is_empty() {
+            replica.doc = ContactDoc::load(&stored.doc)?;
+            replica.saved_heads = replica.doc.heads();
+        }
+        for (side, hub, rec) in stored.sides {
+            let side = parse_side(&side)?;
+            let hub: HubContactId = hub.parse()?;
+            let item = rec.item.map(|i| i.parse::<ItemId>()).transpose()?;
+            let entry = SideEntry {
+                item,
+                etag: rec.etag,
+                shadow: decode_fields(&rec.shadow)?,
+                base: hashes(&rec.base),
+                stamped: rec.stamped,
+            };
+            replica.side_mut(side).put_entry(hub, entry);
+        }
+        for (side, hub, rec) in stored.intents {
+            let side = parse_side(&side)?;
+            let kind =
+                PushKind::parse(&rec.op).ok_or_else(|| MergeError::Malformed(format!("unknown push `{}`", rec.op)))?;
+            let intent = Intent { kind, heads: hashes(&rec.heads), fields: decode_fields(&rec.fields)? };
+            replica.side_mut(side).intents.insert(hub.parse()?, intent);
+        }
+        for (side, cursor) in stored.cursors {
+            replica.side_mut(parse_side(&side)?).cursor = Some(cursor);
+        }
+        Ok(replica)
+    }
+
+    /// One side's bookkeeping.
+    pub fn side(&self, side: Side) -> &SideState {
+        &self.sides[side.index()]
+    }
+
+    fn side_mut(&mut self, side: Side) -> &mut SideState {
+        &mut self.sides[side.index()]
+    }
+
+    /// The entry of `hub` on `side`.
+    pub fn entry(&self, side: Side, hub: HubContactId) -> Option<&SideEntry> {
+        self.side(side).entries.get(&hub)
+    }
+
+    /// Set the entry of `hub` on `side`, keeping the reverse links.
+    pub fn set_entry(&mut self, side: Side, hub: HubContactId, entry: SideEntry) {
+        self.dirty_entries.insert((side, hub));
+        self.side_mut(side).put_entry(hub, entry);
+    }
+
+    /// Set or clear the intent of `hub` on `side`.
+    pub fn set_intent(&mut self, side: Side, hub: HubContactId, intent: Option<Intent>) {
+        let intents = &mut self.side_mut(side).intents;
+        let changed = match intent {
+            Some(i) => intents.insert(hub, i.clone()).as_ref() != Some(&i),
+            None => intents.remove(&hub).is_some(),
+        };
+        if changed {
+            self.dirty_intents.insert((side, hub));
+        }
+    }
+
+    /// Set a side's cursor.
+    pub fn set_cursor(&mut self, side: Side, cursor: Option<String>) {
+        if self.side(side).cursor != cursor {
+            self.side_mut(side).cursor = cursor;
+            self.dirty_cursors.insert(side);
+        }
+    }
+
+    /// Everything changed since the last call, as one store write (the document as the
+    /// changes since the heads last written).
+    pub fn take_write(&mut self) -> Result<UserWrite, MergeError> {
+        let mut w = UserWrite::new();
+        let heads = self.doc.heads();
+        if heads != self.saved_heads {
+            w.doc_chunk(if self.saved_heads.is_empty() {
+                self.doc.save()
+            } else {
+                self.doc.save_after(&self.saved_heads)
+            });
+            self.saved_heads = heads;
+        }
+        for (side, hub) in std::mem::take(&mut self.dirty_entries) {
+            let record = match self.entry(side, hub) {
+                Some(e) => Some(SideRecord {
+                    item: e.item.as_ref().map(ToString::to_string),
+                    etag: e.etag.clone(),
+                    base: raw(&e.base),
+                    shadow: encode_fields(&e.shadow)?,
+                    stamped: e.stamped,
+                }),
+                None => None,
+            };
+            w.side(side.name(), &hub.to_string(), record);
+        }
+        for (side, hub) in std::mem::take(&mut self.dirty_intents) {
+            let record = match self.side(side).intents.get(&hub) {
+                Some(i) => Some(IntentRecord {
+                    op: i.kind.name().into(),
+                    heads: raw(&i.heads),
+                    fields: encode_fields(&i.fields)?,
+                }),
+                None => None,
+            };
+            w.intent(side.name(), &hub.to_string(), record);
+        }
+        for side in std::mem::take(&mut self.dirty_cursors) {
+            w.cursor(side.name(), self.side(side).cursor.clone());
+        }
+        Ok(w)
+    }
+
+    /// Mark every contact's entries as written, so the next write carries all of them
+    /// (used after building a document from scratch, and by the discard path).
+    pub fn mark_all_dirty(&mut self) {
+        for side in Side::BOTH {
+            let hubs: Vec<_> = self.side(side).entries.keys().copied().collect();
+            self.dirty_entries.extend(hubs.into_iter().map(|h| (side, h)));
+        }
+    }
+}
+
+impl Default for UserReplica {
+    fn default() -> Self {
+        UserReplica::new()
+    }
+}
+
+impl SideState {
+    fn put_entry(&mut self, hub: HubContactId, entry: SideEntry) {
+        if let Some(old) = self.entries.get(&hub).and_then(|e| e.item.clone()) {
+            if Some(&old) != entry.item.as_ref() {
+                self.by_item.remove(&old);
+            }
+        }
+        if let Some(item) = &entry.item {
+            self.by_item.insert(item.clone(), hub);
+        }
+        self.entries.insert(hub, entry);
+    }
+}

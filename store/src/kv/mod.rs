@@ -1,0 +1,99 @@
+//! The key-value layer: named trees, point reads, prefix scans and atomic batches.
+//! One adapter per engine ([`SledKv`], [`MemKv`]); [`tests::suite`] runs against both.
+
+mod mem;
+mod sled_kv;
+#[cfg(test)]
+mod tests;
+
+pub use mem::MemKv;
+pub use sled_kv::SledKv;
+
+use crate::Result;
+
+/// The named trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tree {
+    /// Document snapshot parts, incremental chunks and the per-user document meta.
+    Docs,
+    /// Side records per (user, side, hub id).
+    Sides,
+    /// Reverse links per (user, side, item id) -> hub id.
+    Items,
+    /// Cursors per (user, side).
+    Cursors,
+    /// Push intents per (user, side, hub id).
+    Intents,
+    /// Settings, global and per user.
+    Settings,
+    /// Append-only records per (user, kind, time): conflicts, events.
+    Journal,
+}
+
+impl Tree {
+    /// Every tree.
+    pub const ALL: [Tree; 7] =
+        [Tree::Docs, Tree::Sides, Tree::Items, Tree::Cursors, Tree::Intents, Tree::Settings, Tree::Journal];
+
+    /// The tree's name (sled tree name, error messages).
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Docs => "docs",
+            Tree::Sides => "sides",
+            Tree::Items => "items",
+            Tree::Cursors => "cursors",
+            Tree::Intents => "intents",
+            Tree::Settings => "settings",
+            Tree::Journal => "journal",
+        }
+    }
+}
+
+/// Writes that belong together: applied atomically, in order, by [`Kv::apply`].
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    ops: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set `key` in `tree` to `value`.
+    pub fn put(&mut self, tree: Tree, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((tree, key, Some(value)));
+    }
+
+    /// Remove `key` from `tree`.
+    pub fn delete(&mut self, tree: Tree, key: Vec<u8>) {
+        self.ops.push((tree, key, None));
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// How many writes the batch holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The writes, in order.
+    pub fn ops(&self) -> impl Iterator<Item = (Tree, &[u8], Option<&[u8]>)> {
+        self.ops.iter().map(|(t, k, v)| (*t, k.as_slice(), v.as_deref()))
+    }
+}
+
+/// A key-value engine. `apply` is atomic across trees and durable when it returns (it
+/// survives a process kill).
+pub trait Kv: Send + Sync + 'static {
+    /// One value.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Apply a batch atomically and durably.
+    fn apply(&self, batch: &Batch) -> Result<()>;
+}

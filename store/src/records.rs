@@ -1,0 +1,33 @@
+//! The records the store keeps per (user, side, contact).
+
+use serde::{Deserialize, Serialize};
+
+/// What synchub knows of one contact on one side: the link to that side's item, the shadow
+/// (the mapped values that side holds, encoded by the hub) and the base heads (the
+/// document heads the side's copy corresponds to). Invariant kept by the hub: the document
+/// read at `base` equals `shadow`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideRecord {
+    /// The side's item id, when the side holds the contact.
+    pub item: Option<String>,
+    /// The item's etag / version as last seen, for conditional updates.
+    pub etag: Option<String>,
+    /// Document heads (32-byte change hashes).
+    pub base: Vec<[u8; 32]>,
+    /// The shadow, opaque to the store.
+    pub shadow: Vec<u8>,
+    /// Whether the side's item carries synchub's stamps.
+    pub stamped: bool,
+}
+
+/// A push the hub is about to make, written before it is made so that a crash between the
+/// push and its bookkeeping can be told apart on the next run (SPEC N1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentRecord {
+    /// `create`, `update` or `delete`, as the hub names them.
+    pub op: String,
+    /// The document heads the pushed values were read at.
+    pub heads: Vec<[u8; 32]>,
+    /// The pushed values, opaque to the store.
+    pub fields: Vec<u8>,
+}

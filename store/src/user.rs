@@ -1,0 +1,356 @@
+//! The store's face to the hub: load a user's state at once, commit what a batch changed in
+//! one transaction, compact the document.
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use crate::docs::DocStats;
+use crate::keys::{key, segments};
+use crate::kv::{Batch, Kv, MemKv, SledKv, Tree};
+use crate::records::{IntentRecord, SideRecord};
+use crate::{codec, docs, Result, StoreError};
+
+/// Everything stored for one user, as loaded at the start of a run.
+#[derive(Clone, Debug, Default)]
+pub struct UserState {
+    /// The document: snapshot and chunks, ready for `Automerge::load` (empty: no document).
+    pub doc: Vec<u8>,
+    /// Where the document stands.
+    pub doc_stats: DocStats,
+    /// (side, hub id, record).
+    pub sides: Vec<(String, String, SideRecord)>,
+    /// (side, cursor).
+    pub cursors: Vec<(String, String)>,
+    /// (side, hub id, intent).
+    pub intents: Vec<(String, String, IntentRecord)>,
+}
+
+/// What one batch of a run changed for a user; [`Store::commit`] writes it atomically.
+#[derive(Clone, Debug, Default)]
+pub struct UserWrite {
+    doc_chunk: Option<Vec<u8>>,
+    sides: Vec<(String, String, Option<SideRecord>)>,
+    cursors: Vec<(String, Option<String>)>,
+    intents: Vec<(String, String, Option<IntentRecord>)>,
+    journal: Vec<(String, i64, Vec<u8>)>,
+}
+
+impl UserWrite {
+    /// Nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Append the changes made since the last commit (`save_after` bytes).
+    pub fn doc_chunk(&mut self, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.doc_chunk.get_or_insert_with(Vec::new).extend_from_slice(&bytes);
+        }
+    }
+
+    /// Set (or, with `None`, remove) a side record; the reverse link follows its `item`.
+    pub fn side(&mut self, side: &str, hub: &str, record: Option<SideRecord>) {
+        self.sides.push((side.to_string(), hub.to_string(), record));
+    }
+
+    /// Set or clear a side's cursor.
+    pub fn cursor(&mut self, side: &str, cursor: Option<String>) {
+        self.cursors.push((side.to_string(), cursor));
+    }
+
+    /// Set or clear a push intent.
+    pub fn intent(&mut self, side: &str, hub: &str, intent: Option<IntentRecord>) {
+        self.intents.push((side.to_string(), hub.to_string(), intent));
+    }
+
+    /// Append a journal record of `kind` (e.g. `conflict`) at `at_ms`.
+    pub fn journal(&mut self, kind: &str, at_ms: i64, record: Vec<u8>) {
+        self.journal.push((kind.to_string(), at_ms, record));
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.doc_chunk.is_none()
+            && self.sides.is_empty()
+            && self.cursors.is_empty()
+            && self.intents.is_empty()
+            && self.journal.is_empty()
+    }
+}
+
+/// The hub's store.
+#[derive(Clone)]
+pub struct Store {
+    kv: Arc<dyn Kv>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Open (or create) the sled store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        Ok(Store::with_kv(Arc::new(SledKv::open(dir)?)))
+    }
+
+    /// A store over the in-memory adapter (clones of `kv` share its data).
+    pub fn in_memory(kv: MemKv) -> Store {
+        Store::with_kv(Arc::new(kv))
+    }
+
+    /// A store over any adapter.
+    pub fn with_kv(kv: Arc<dyn Kv>) -> Store {
+        Store { kv }
+    }
+
+    /// Load everything stored for `user`.
+    pub fn load_user(&self, user: &str) -> Result<UserState> {
+        let kv = self.kv.as_ref();
+        let doc_stats = docs::stats(kv, user)?;
+        let doc = docs::load(kv, user, &doc_stats)?;
+        let prefix = key(&[user.as_bytes()]);
+        let sides = scan_records(kv, Tree::Sides, &prefix)?;
+        let intents = scan_records(kv, Tree::Intents, &prefix)?;
+        let mut cursors = Vec::new();
+        for (k, v) in kv.scan_prefix(Tree::Cursors, &prefix)? {
+            let segs = segments(&k).ok_or_else(|| corrupt(Tree::Cursors, "bad key"))?;
+            let side = segs.get(1).ok_or_else(|| corrupt(Tree::Cursors, "short key"))?;
+            cursors.push((utf8(Tree::Cursors, side)?, codec::decode::<String>(Tree::Cursors.name(), &v)?));
+        }
+        Ok(UserState { doc, doc_stats, sides, cursors, intents })
+    }
+
+    /// Write one batch of a user's changes in one transaction; durable on return.
+    pub fn commit(&self, user: &str, write: UserWrite) -> Result<DocStats> {
+        let kv = self.kv.as_ref();
+        let mut batch = Batch::new();
+        let mut stats = docs::stats(kv, user)?;
+        if let Some(chunk) = &write.doc_chunk {
+            stats = docs::append_chunk(&mut batch, user, stats, chunk)?;
+        }
+        for (side, hub, record) in &write.sides {
+            let k = key(&[user.as_bytes(), side.as_bytes(), hub.as_bytes()]);
+            let old_item = match kv.get(Tree::Sides, &k)? {
+                Some(v) => codec::decode::<SideRecord>(Tree::Sides.name(), &v)?.item,
+                None => None,
+            };
+            let new_item = record.as_ref().and_then(|r| r.item.clone());
+            if let Some(old) = old_item.filter(|o| Some(o) != new_item.as_ref()) {
+                batch.delete(Tree::Items, key(&[user.as_bytes(), side.as_bytes(), old.as_bytes()]));
+            }
+            if let Some(new) = &new_item {
+                batch.put(
+                    Tree::Items,
+                    key(&[user.as_bytes(), side.as_bytes(), new.as_bytes()]),
+                    codec::wrap(hub.as_bytes()),
+                );
+            }
+            match record {
+                Some(r) => batch.put(Tree::Sides, k, codec::encode(Tree::Sides.name(), r)?),
+                None => batch.delete(Tree::Sides, k),
+            }
+        }
+        for (side, cursor) in &write.cursors {
+            let k = key(&[user.as_bytes(), side.as_bytes()]);
+            match cursor {
+                Some(c) => batch.put(Tree::Cursors, k, codec::encode(Tree::Cursors.name(), c)?),
+                None => batch.delete(Tree::Cursors, k),
+            }
+        }
+        for (side, hub, intent) in &write.intents {
+            let k = key(&[user.as_bytes(), side.as_bytes(), hub.as_bytes()]);
+            match intent {
+                Some(i) => batch.put(Tree::Intents, k, codec::encode(Tree::Intents.name(), i)?),
+                None => batch.delete(Tree::Intents, k),
+            }
+        }
+        for (kind, at, record) in &write.journal {
+            // Time, then a nonce: in order, and unique within a millisecond.
+            let k = key(&[user.as_bytes(), kind.as_bytes(), &at.to_be_bytes(), &journal_nonce()]);
+            batch.put(Tree::Journal, k, codec::wrap(record));
+        }
+        kv.apply(&batch)?;
+        Ok(stats)
+    }
+
+    /// A user's journal records of `kind`, oldest first.
+    pub fn journal(&self, user: &str, kind: &str) -> Result<Vec<Vec<u8>>> {
+        let prefix = key(&[user.as_bytes(), kind.as_bytes()]);
+        self.kv
+            .scan_prefix(Tree::Journal, &prefix)?
+            .into_iter()
+            .map(|(_, v)| codec::payload(Tree::Journal.name(), &v).map(<[u8]>::to_vec))
+            .collect()
+    }
+
+    /// Replace the user's snapshot and chunks with `snapshot` (a full `save()`), in one
+    /// transaction.
+    pub fn compact(&self, user: &str, snapshot: &[u8]) -> Result<DocStats> {
+        let kv = self.kv.as_ref();
+        let mut batch = Batch::new();
+        let old = docs::stats(kv, user)?;
+        let stats = docs::replace(kv, &mut batch, user, old, snapshot)?;
+        kv.apply(&batch)?;
+        tracing::debug!(user, bytes = snapshot.len(), parts = stats.parts, "document compacted");
+        Ok(stats)
+    }
+
+    /// The hub id linked to a side's item, from the reverse index.
+    pub fn hub_for_item(&self, user: &str, side: &str, item: &str) -> Result<Option<String>> {
+        match self.kv.get(Tree::Items, &key(&[user.as_bytes(), side.as_bytes(), item.as_bytes()]))? {
+            Some(v) => Ok(Some(utf8(Tree::Items, codec::payload(Tree::Items.name(), &v)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A setting; `user` `None` is the global scope.
+    pub fn setting(&self, user: Option<&str>, name: &str) -> Result<Option<Vec<u8>>> {
+        let k = key(&[user.unwrap_or("").as_bytes(), name.as_bytes()]);
+        match self.kv.get(Tree::Settings, &k)? {
+            Some(v) => Ok(Some(codec::payload(Tree::Settings.name(), &v)?.to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    /// Set a setting; `user` `None` is the global scope.
+    pub fn set_setting(&self, user: Option<&str>, name: &str, value: &[u8]) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put(Tree::Settings, key(&[user.unwrap_or("").as_bytes(), name.as_bytes()]), codec::wrap(value));
+        self.kv.apply(&batch)
+    }
+}
+
+fn scan_records<T: serde::de::DeserializeOwned>(
+    kv: &dyn Kv,
+    tree: Tree,
+    prefix: &[u8],
+) -> Result<Vec<(String, String, T)>> {
+    let mut out = Vec::new();
+    for (k, v) in kv.scan_prefix(tree, prefix)? {
+        let segs = segments(&k).ok_or_else(|| corrupt(tree, "bad key"))?;
+        let [_, side, hub] = segs.as_slice() else {
+            return Err(corrupt(tree, "key is not (user, side, hub)"));
+        };
+        out.push((utf8(tree, side)?, utf8(tree, hub)?, codec::decode(tree.name(), &v)?));
+    }
+    Ok(out)
+}
+
+/// Distinguishes journal records written in the same millisecond by different commits.
+fn journal_nonce() -> [u8; 8] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let process = u64::from(std::process::id()) << 40;
+    (process | NEXT.fetch_add(1, Ordering::Relaxed)).to_be_bytes()
+}
+
+fn utf8(tree: Tree, bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| corrupt(tree, "key is not UTF-8"))
+}
+
+fn corrupt(tree: Tree, detail: &str) -> StoreError {
+    StoreError::Corrupt { tree: tree.name(), detail: detail.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(item: &str) -> SideRecord {
+        SideRecord { item: Some(item.into()), etag: None, base: vec![[7; 32]], shadow: vec![1, 2, 3], stamped: true }
+    }
+
+    fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        vec![(Store::in_memory(MemKv::new()), None), (Store::open(dir.path()).expect("open"), Some(dir))]
+    }
+
+    #[test]
+    fn commit_then_load_round_trips_and_maintains_reverse_links() {
+        for (store, _dir) in stores() {
+            let mut w = UserWrite::new();
+            w.doc_chunk(b"abc".to_vec());
+            w.side("crm", "h1", Some(record("c-1")));
+            w.cursor("crm", Some("cur-1".into()));
+            w.intent("exchange", "h1", Some(IntentRecord { op: "create".into(), heads: vec![], fields: vec![9] }));
+            store.commit("u1", w).expect("commit");
+            assert_eq!(store.hub_for_item("u1", "crm", "c-1").expect("get"), Some("h1".into()));
+
+            let mut w = UserWrite::new();
+            w.doc_chunk(b"def".to_vec());
+            w.side("crm", "h1", Some(record("c-2")));
+            store.commit("u1", w).expect("commit");
+            assert_eq!(store.hub_for_item("u1", "crm", "c-1").expect("get"), None, "old link removed");
+            assert_eq!(store.hub_for_item("u1", "crm", "c-2").expect("get"), Some("h1".into()));
+
+            let state = store.load_user("u1").expect("load");
+            assert_eq!(state.doc, b"abcdef");
+            assert_eq!(state.sides, vec![("crm".into(), "h1".into(), record("c-2"))]);
+            assert_eq!(state.cursors, vec![("crm".into(), "cur-1".into())]);
+            assert_eq!(state.intents.len(), 1);
+            assert_eq!(store.load_user("u2").expect("load").doc, b"");
+
+            let mut w = UserWrite::new();
+            w.side("crm", "h1", None);
+            w.intent("exchange", "h1", None);
+            w.cursor("crm", None);
+            store.commit("u1", w).expect("commit");
+            let mut w = UserWrite::new();
+            w.journal("conflict", 5, b"second".to_vec());
+            w.journal("conflict", 2, b"first".to_vec());
+            store.commit("u1", w).expect("commit");
+            assert_eq!(store.journal("u1", "conflict").expect("journal"), vec![b"first".to_vec(), b"second".to_vec()]);
+            assert!(store.journal("u2", "conflict").expect("journal").is_empty());
+            let state = store.load_user("u1").expect("load");
+            assert!(state.sides.is_empty() && state.intents.is_empty() && state.cursors.is_empty());
+            assert_eq!(store.hub_for_item("u1", "crm", "c-2").expect("get"), None);
+        }
+    }
+
+    #[test]
+    fn compaction_replaces_chunks_with_a_snapshot_in_parts() {
+        for (store, _dir) in stores() {
+            for i in 0..3u8 {
+                let mut w = UserWrite::new();
+                w.doc_chunk(vec![i; 10]);
+                store.commit("u", w).expect("commit");
+            }
+            let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            let stats = store.compact("u", &big).expect("compact");
+            assert_eq!((stats.parts, stats.chunks, stats.generation), (4, 0, 1));
+            assert_eq!(store.load_user("u").expect("load").doc, big);
+            let mut w = UserWrite::new();
+            w.doc_chunk(vec![1, 2]);
+            let stats = store.commit("u", w).expect("commit");
+            assert_eq!(stats.chunks, 1);
+            let mut expect = big.clone();
+            expect.extend([1, 2]);
+            assert_eq!(store.load_user("u").expect("load").doc, expect);
+            let stats = store.compact("u", b"small").expect("compact");
+            assert_eq!((stats.parts, stats.generation), (1, 2));
+            assert_eq!(store.load_user("u").expect("load").doc, b"small");
+        }
+    }
+
+    #[test]
+    fn settings_are_scoped_globally_and_per_user() {
+        for (store, _dir) in stores() {
+            store.set_setting(None, "calendar_sync", b"true").expect("set");
+            store.set_setting(Some("u1"), "contact_sync", b"false").expect("set");
+            assert_eq!(store.setting(None, "calendar_sync").expect("get"), Some(b"true".to_vec()));
+            assert_eq!(store.setting(Some("u1"), "calendar_sync").expect("get"), None);
+            assert_eq!(store.setting(Some("u1"), "contact_sync").expect("get"), Some(b"false".to_vec()));
+        }
+    }
+
+    #[test]
+    fn compaction_threshold() {
+        let s = DocStats { snapshot_bytes: 1_000_000, chunks: 3, chunk_bytes: 100_000, ..DocStats::default() };
+        assert!(!s.needs_compaction());
+        assert!(DocStats { chunks: 64, ..s }.needs_compaction());
+        assert!(DocStats { chunk_bytes: 600_000, ..s }.needs_compaction());
+    }
+}

@@ -1,0 +1,5 @@
+//! synchub's integration tests: one binary, one module per area (STYLE.md 11).
+
+mod convergence;
+mod durability;
+mod world;

@@ -1,0 +1,139 @@
+//! A test world: two in-memory sides on one clock, a store (in memory or sled on disk) and
+//! the hub's replica, which a "crash" drops.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use synchub::engine::memory::{Fault, MemorySide};
+use synchub::engine::{run_user, RunOptions, RunReport};
+use synchub::merge::{RunCtx, UserReplica};
+use synchub::model::{ContactFields, HubContactId, Side};
+use synchub_store::{MemKv, Store};
+
+pub const USER: &str = "u1";
+
+/// Simulated crashes panic on purpose; keep them out of the output, and every other panic in.
+fn quiet_simulated_crashes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info.payload().downcast_ref::<&str>().copied().unwrap_or("");
+            if !msg.starts_with("simulated crash") {
+                default(info);
+            }
+        }));
+    });
+}
+
+pub enum Backend {
+    Memory,
+    Sled(tempfile::TempDir),
+}
+
+pub struct World {
+    pub clock: Arc<AtomicI64>,
+    pub sides: [MemorySide; 2],
+    pub backend: Backend,
+    pub store: Store,
+    pub replica: Option<UserReplica>,
+}
+
+impl World {
+    pub fn new(on_disk: bool) -> World {
+        let clock = Arc::new(AtomicI64::new(1_700_000_000_000));
+        let (backend, store) = if on_disk {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = Store::open(dir.path()).expect("open sled");
+            (Backend::Sled(dir), store)
+        } else {
+            let kv = MemKv::new();
+            (Backend::Memory, Store::in_memory(kv))
+        };
+        let sides = [MemorySide::new(Side::Exchange, clock.clone()), MemorySide::new(Side::Crm, clock.clone())];
+        World { clock, sides, backend, store, replica: None }
+    }
+
+    pub fn side(&mut self, side: Side) -> &mut MemorySide {
+        &mut self.sides[side.index()]
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.clock.load(std::sync::atomic::Ordering::SeqCst)).unwrap_or_default()
+    }
+
+    fn options(&self) -> RunOptions {
+        RunOptions { ctx: RunCtx::all_fields(self.now()), full: false }
+    }
+
+    /// One run for the user; the replica is loaded from the store when a crash dropped it.
+    pub fn run(&mut self) -> RunReport {
+        let opts = self.options();
+        let replica = self.replica.get_or_insert_with(|| UserReplica::load(&self.store, USER).expect("load replica"));
+        let [ex, crm] = &mut self.sides;
+        let report = run_user(&self.store, USER, replica, [ex, crm], opts).expect("run");
+        for s in &mut self.sides {
+            s.clear_faults();
+        }
+        report
+    }
+
+    /// A run that dies at the `at`-th push to `side` (before or after the side applied it):
+    /// everything in memory is dropped, the store is reopened from disk, and the hub starts
+    /// again (settling what the crash left unconfirmed, as it does at start-up).
+    pub fn crash_run(&mut self, side: Side, at: usize, after: bool) {
+        let fault = if after { Fault::CrashAfter } else { Fault::CrashBefore };
+        let mut script = vec![None; at];
+        script.push(Some(fault));
+        self.side(side).script(script);
+        let opts = self.options();
+        let replica = self.replica.get_or_insert_with(|| UserReplica::load(&self.store, USER).expect("load replica"));
+        let [ex, crm] = &mut self.sides;
+        quiet_simulated_crashes();
+        let outcome = catch_unwind(AssertUnwindSafe(|| run_user(&self.store, USER, replica, [ex, crm], opts)));
+        if let Ok(r) = outcome {
+            r.expect("run");
+        }
+        for s in &mut self.sides {
+            s.clear_faults();
+        }
+        self.restart();
+    }
+
+    /// Drop every in-memory structure and reopen the store.
+    pub fn restart(&mut self) {
+        self.replica = None;
+        if let Backend::Sled(dir) = &self.backend {
+            // Close the old handle before reopening (sled locks the directory).
+            self.store = Store::in_memory(MemKv::new());
+            self.store = Store::open(dir.path()).expect("reopen sled");
+        }
+        let opts = self.options();
+        let mut replica = UserReplica::load(&self.store, USER).expect("load replica");
+        let [ex, crm] = &mut self.sides;
+        let mut sides: [&mut dyn synchub::engine::ContactReplica; 2] = [ex, crm];
+        synchub::engine::recover(&self.store, USER, &mut replica, &mut sides, &opts.ctx).expect("recover");
+        self.replica = Some(replica);
+    }
+
+    pub fn replica(&mut self) -> &mut UserReplica {
+        self.replica.get_or_insert_with(|| UserReplica::load(&self.store, USER).expect("load replica"))
+    }
+
+    /// The document's live contacts.
+    pub fn live(&mut self) -> HashMap<HubContactId, ContactFields> {
+        let replica = self.replica();
+        let mut out = HashMap::new();
+        for hub in replica.doc.contact_ids() {
+            let obj = replica.doc.contact_obj(hub).expect("listed contact has an object");
+            let c = replica.doc.read(&obj, None);
+            if !c.deleted {
+                out.insert(hub, c.fields);
+            }
+        }
+        out
+    }
+}
