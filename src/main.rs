@@ -1,1 +1,135 @@
-fn main() {}
+//! The `synchub` binary. Until the service lands (issues 5 and 7), its one job is `demo`:
+//! two in-memory sides seeded with sample contacts, the real merge core and the real sled
+//! store on local disk, showing a first sync, edits on both sides, a same-field conflict
+//! and a delete that loses to a concurrent edit.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use synchub::engine::memory::MemorySide;
+use synchub::engine::{conflicts, run_user, sample, RunOptions, RunReport};
+use synchub::merge::{RunCtx, UserReplica};
+use synchub::model::{Field, FieldValue, Side};
+use synchub_store::Store;
+
+#[derive(Parser)]
+#[command(name = "synchub", version, about = "Contact sync between Exchange/Outlook and a relationship CRM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sync two in-memory sides through the real merge core and sled store (the default).
+    Demo {
+        /// Where sled keeps the store (made if missing; emptied first).
+        #[arg(long, default_value = "synchub-data/demo")]
+        data: PathBuf,
+        /// Contacts to seed on each side.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        contacts: u32,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    match Cli::parse().command.unwrap_or(Command::Demo { data: "synchub-data/demo".into(), contacts: 200 }) {
+        Command::Demo { data, contacts } => demo(&data, contacts as usize),
+    }
+}
+
+fn report(step: &str, r: &RunReport) {
+    let [ex, crm] = r.counts;
+    println!(
+        "{step:<44} exchange +{} ~{} -{} | crm +{} ~{} -{} | conflicts {} | resurrected {}",
+        ex.created,
+        ex.updated,
+        ex.deleted,
+        crm.created,
+        crm.updated,
+        crm.deleted,
+        r.log.conflicts.len(),
+        r.log.resurrected.len()
+    );
+}
+
+fn demo(data: &std::path::Path, n: usize) -> Result<()> {
+    if data.exists() {
+        std::fs::remove_dir_all(data).with_context(|| format!("emptying {}", data.display()))?;
+    }
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let store = Store::open(data).with_context(|| format!("opening the store in {}", data.display()))?;
+    let clock = Arc::new(AtomicI64::new(Utc::now().timestamp_millis()));
+    let mut ex = MemorySide::new(Side::Exchange, clock.clone());
+    let mut crm = MemorySide::new(Side::Crm, clock.clone());
+    for i in 0..n {
+        ex.user_create(sample::contact(i));
+        crm.user_create(sample::contact(n + i));
+    }
+    println!("synchub demo: {n} contacts in Outlook, {n} in the CRM list, store in {}\n", data.display());
+    let mut replica = UserReplica::load(&store, "demo-user")?;
+    let run = |ex: &mut MemorySide, crm: &mut MemorySide, replica: &mut UserReplica| -> Result<RunReport> {
+        let opts = RunOptions { ctx: RunCtx::all_fields(Utc::now()), full: false };
+        Ok(run_user(&store, "demo-user", replica, [ex, crm], opts)?)
+    };
+    report("first sync (each side gets the other's)", &run(&mut ex, &mut crm, &mut replica)?);
+
+    let first_ex = ex.items().keys().next().cloned().context("no Exchange item")?;
+    let hub = ex.items()[&first_ex].stamp.context("the item was not stamped")?;
+    let crm_item =
+        crm.items().iter().find(|(_, it)| it.stamp == Some(hub)).map(|(id, _)| id.clone()).context("no twin")?;
+    let text = |s: &str| Some(FieldValue::Text(s.to_string()));
+    ex.user_edit(&first_ex, Field::JobTitle, text("Managing Partner"));
+    crm.user_edit(&crm_item, Field::MobilePhone, text("+44 20 7946 0000"));
+    report("different fields edited on each side", &run(&mut ex, &mut crm, &mut replica)?);
+
+    crm.user_edit(&crm_item, Field::Company, text("Acme (CRM spelling)"));
+    ex.user_edit(&first_ex, Field::Company, text("ACME Holdings plc"));
+    report("same field edited on both (Outlook later)", &run(&mut ex, &mut crm, &mut replica)?);
+
+    let second = ex.items().keys().nth(1).cloned().context("no second item")?;
+    let hub2 = ex.items()[&second].stamp.context("not stamped")?;
+    let crm2 =
+        crm.items().iter().find(|(_, it)| it.stamp == Some(hub2)).map(|(id, _)| id.clone()).context("no twin")?;
+    ex.user_delete(&second);
+    crm.user_edit(&crm2, Field::Department, text("Restructuring"));
+    report("deleted in Outlook, edited in the CRM", &run(&mut ex, &mut crm, &mut replica)?);
+    report("a quiet run", &run(&mut ex, &mut crm, &mut replica)?);
+
+    let show = |side: &MemorySide, id: &synchub::model::ItemId| {
+        let f = &side.items()[id].fields;
+        let get = |field| f.get(field).and_then(FieldValue::as_text).unwrap_or("-").to_string();
+        format!(
+            "{} | {} | {} | {}",
+            f.display_name(),
+            get(Field::Company),
+            get(Field::JobTitle),
+            get(Field::MobilePhone)
+        )
+    };
+    println!("\nthe first contact, Outlook: {}", show(&ex, &first_ex));
+    println!("the first contact, CRM:     {}", show(&crm, &crm_item));
+    for c in conflicts(&store, "demo-user")? {
+        let v = |v: &Option<FieldValue>| v.as_ref().and_then(FieldValue::as_text).unwrap_or("-").to_string();
+        println!(
+            "conflict on {}: exchange {:?} vs crm {:?}, {} won",
+            c.field,
+            v(&c.exchange_value),
+            v(&c.crm_value),
+            c.winner
+        );
+    }
+    println!(
+        "\nboth sides hold {} / {} contacts; the contact deleted in Outlook came back there because the CRM edit was concurrent (SPEC X3)",
+        ex.items().len(),
+        crm.items().len()
+    );
+    Ok(())
+}

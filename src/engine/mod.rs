@@ -13,6 +13,7 @@
 //! tests and benches. The Graph and CRM connectors implement the same contract.
 
 pub mod memory;
+pub mod sample;
 
 use std::collections::{BTreeSet, HashSet};
 

@@ -57,9 +57,11 @@ pub struct DocContact {
 }
 
 /// The document with its `contacts` map and a cache of contact object ids.
+#[derive(Clone)]
 pub struct ContactDoc {
     doc: Automerge,
-    contacts: ObjId,
+    /// The `contacts` map; `None` until the first contact is created.
+    contacts: Option<ObjId>,
     objs: HashMap<HubContactId, ObjId>,
 }
 
@@ -105,13 +107,10 @@ fn decode_ref(field: Field, value: &ValueRef<'_>) -> Option<FieldValue> {
 }
 
 impl ContactDoc {
-    /// A new document holding the empty `contacts` map (the genesis change).
+    /// A new, empty document. Its first change (the genesis) creates the `contacts` map
+    /// together with the first contacts, in one batch.
     pub fn new() -> ContactDoc {
-        let mut doc = Automerge::new();
-        let mut tx = doc.transaction();
-        let contacts = tx.put_object(ROOT, CONTACTS, ObjType::Map).expect("putting into a fresh root cannot fail");
-        tx.commit_with(CommitOptions::default().with_message(Author::Hub.name()));
-        ContactDoc { doc, contacts, objs: HashMap::new() }
+        ContactDoc { doc: Automerge::new(), contacts: None, objs: HashMap::new() }
     }
 
     /// Load a saved document (snapshot followed by incremental chunks).
@@ -121,8 +120,9 @@ impl ContactDoc {
         }
         let doc = Automerge::load(bytes)?;
         let contacts = match doc.get(ROOT, CONTACTS)? {
-            Some((Value::Object(ObjType::Map), id)) => id,
-            _ => return Err(MergeError::Malformed("the document has no `contacts` map".into())),
+            Some((Value::Object(ObjType::Map), id)) => Some(id),
+            None => None,
+            Some(_) => return Err(MergeError::Malformed("the document's `contacts` is not a map".into())),
         };
         Ok(ContactDoc { doc, contacts, objs: HashMap::new() })
     }
@@ -152,17 +152,12 @@ impl ContactDoc {
         &mut self.doc
     }
 
-    /// The `contacts` map.
-    pub fn contacts_obj(&self) -> &ObjId {
-        &self.contacts
-    }
-
     /// The object of contact `hub`, if the document has it.
     pub fn contact_obj(&mut self, hub: HubContactId) -> Option<ObjId> {
         if let Some(obj) = self.objs.get(&hub) {
             return Some(obj.clone());
         }
-        match self.doc.get(&self.contacts, hub.to_string()) {
+        match self.doc.get(self.contacts.as_ref()?, hub.to_string()) {
             Ok(Some((Value::Object(ObjType::Map), obj))) => {
                 self.objs.insert(hub, obj.clone());
                 Some(obj)
@@ -173,7 +168,8 @@ impl ContactDoc {
 
     /// Every contact's hub id (live and deleted).
     pub fn contact_ids(&self) -> Vec<HubContactId> {
-        self.doc.map_range(&self.contacts, ..).filter_map(|item| item.key.parse().ok()).collect()
+        let Some(contacts) = &self.contacts else { return Vec::new() };
+        self.doc.map_range(contacts, ..).filter_map(|item| item.key.parse().ok()).collect()
     }
 
     /// A contact as the document shows it at `heads` (`None`: now).
@@ -205,15 +201,28 @@ impl ContactDoc {
             return Ok(None);
         }
         let mut tx = self.doc.transaction();
-        let mut made = Vec::with_capacity(contacts.len());
-        for (hub, fields) in contacts {
+        let contact = |fields: &ContactFields| {
             let mut map: HashMap<String, hydrate::Value> = HashMap::with_capacity(fields.len());
             for (f, v) in fields.iter() {
                 map.insert(f.name().to_string(), hydrate::Value::scalar(encode(Some(v))));
             }
-            let value = hydrate::Value::from(hydrate::Map::from(map));
-            let obj = tx.batch_create_object(&self.contacts, hub.to_string(), &value, false)?;
-            made.push((*hub, obj));
+            hydrate::Value::from(hydrate::Map::from(map))
+        };
+        let mut made = Vec::new();
+        match &self.contacts {
+            Some(parent) => {
+                for (hub, fields) in contacts {
+                    made.push((*hub, tx.batch_create_object(parent, hub.to_string(), &contact(fields), false)?));
+                }
+            }
+            None => {
+                // The genesis: the map and every first contact in one batch (much faster than
+                // one batch per contact); their object ids are looked up when first needed.
+                let all: HashMap<String, hydrate::Value> =
+                    contacts.iter().map(|(hub, fields)| (hub.to_string(), contact(fields))).collect();
+                let map = hydrate::Value::from(hydrate::Map::from(all));
+                self.contacts = Some(tx.batch_create_object(ROOT, CONTACTS, &map, false)?);
+            }
         }
         let (hash, _) = tx.commit_with(CommitOptions::default().with_message(author.name()).with_time(time));
         self.objs.extend(made);

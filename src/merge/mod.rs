@@ -20,6 +20,8 @@ pub use materialise::{PushOp, PushOutcome};
 pub use run::{Conflict, Merge, RunCtx, RunLog, Slot};
 pub use state::{Intent, PushKind, SideEntry, SideState, UserReplica};
 
+#[cfg(test)]
+use crate::model::FieldSet;
 use crate::model::{ContactFields, HubContactId, ItemId, ModelError};
 
 /// An item as a side reports it, mapped to canonical fields.
@@ -69,3 +71,6 @@ pub enum MergeError {
     #[error("bad id in the store: {0}")]
     Id(#[from] ModelError),
 }
+
+#[cfg(test)]
+mod tests;

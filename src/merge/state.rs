@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use automerge::ChangeHash;
-use synchub_store::{IntentRecord, SideRecord, Store, UserWrite};
+use synchub_store::{ContactRecord, IntentRecord, SideRecord, Store, UserWrite};
 
 use super::doc::{ContactDoc, Heads};
 use super::MergeError;
@@ -85,12 +85,13 @@ impl SideState {
 }
 
 /// A user's replica state.
+#[derive(Clone)]
 pub struct UserReplica {
     /// The merged document.
     pub doc: ContactDoc,
     sides: [SideState; 2],
     saved_heads: Heads,
-    dirty_entries: HashSet<(Side, HubContactId)>,
+    dirty_entries: HashSet<HubContactId>,
     dirty_intents: HashSet<(Side, HubContactId)>,
     dirty_cursors: HashSet<Side>,
 }
@@ -109,6 +110,25 @@ fn encode_fields(fields: &ContactFields) -> Result<Vec<u8>, MergeError> {
 
 fn decode_fields(bytes: &[u8]) -> Result<ContactFields, MergeError> {
     postcard::from_bytes(bytes).map_err(|e| MergeError::Malformed(format!("decoding a shadow: {e}")))
+}
+
+/// A shadow as stored in a contact record: once synced, both sides' shadows are usually
+/// equal, so a later side's shadow equal to an earlier one's is stored as [`SAME_SHADOW`].
+const SAME_SHADOW: &[u8] = &[0xff];
+
+fn encode_shadow(fields: &ContactFields, earlier: Option<&ContactFields>) -> Result<Vec<u8>, MergeError> {
+    if earlier == Some(fields) {
+        return Ok(SAME_SHADOW.to_vec());
+    }
+    encode_fields(fields)
+}
+
+fn decode_shadow(bytes: &[u8], earlier: Option<&ContactFields>) -> Result<ContactFields, MergeError> {
+    match (bytes, earlier) {
+        (SAME_SHADOW, Some(e)) => Ok(e.clone()),
+        (SAME_SHADOW, None) => Err(MergeError::Malformed("a shadow refers to a missing earlier one".into())),
+        _ => decode_fields(bytes),
+    }
 }
 
 fn parse_side(name: &str) -> Result<Side, MergeError> {
@@ -140,18 +160,17 @@ impl UserReplica {
             replica.doc = ContactDoc::load(&stored.doc)?;
             replica.saved_heads = replica.doc.heads();
         }
-        for (side, hub, rec) in stored.sides {
-            let side = parse_side(&side)?;
+        for (hub, record) in stored.contacts {
             let hub: HubContactId = hub.parse()?;
-            let item = rec.item.map(|i| i.parse::<ItemId>()).transpose()?;
-            let entry = SideEntry {
-                item,
-                etag: rec.etag,
-                shadow: decode_fields(&rec.shadow)?,
-                base: hashes(&rec.base),
-                stamped: rec.stamped,
-            };
-            replica.side_mut(side).put_entry(hub, entry);
+            let mut earlier: Option<ContactFields> = None;
+            for (side, rec) in record.sides {
+                let side = parse_side(&side)?;
+                let item = rec.item.map(|i| i.parse::<ItemId>()).transpose()?;
+                let shadow = decode_shadow(&rec.shadow, earlier.as_ref())?;
+                earlier = Some(shadow.clone());
+                let entry = SideEntry { item, etag: rec.etag, shadow, base: hashes(&rec.base), stamped: rec.stamped };
+                replica.side_mut(side).put_entry(hub, entry);
+            }
         }
         for (side, hub, rec) in stored.intents {
             let side = parse_side(&side)?;
@@ -182,7 +201,7 @@ impl UserReplica {
 
     /// Set the entry of `hub` on `side`, keeping the reverse links.
     pub fn set_entry(&mut self, side: Side, hub: HubContactId, entry: SideEntry) {
-        self.dirty_entries.insert((side, hub));
+        self.dirty_entries.insert(hub);
         self.side_mut(side).put_entry(hub, entry);
     }
 
@@ -219,18 +238,23 @@ impl UserReplica {
             });
             self.saved_heads = heads;
         }
-        for (side, hub) in std::mem::take(&mut self.dirty_entries) {
-            let record = match self.entry(side, hub) {
-                Some(e) => Some(SideRecord {
-                    item: e.item.as_ref().map(ToString::to_string),
-                    etag: e.etag.clone(),
-                    base: raw(&e.base),
-                    shadow: encode_fields(&e.shadow)?,
-                    stamped: e.stamped,
-                }),
-                None => None,
-            };
-            w.side(side.name(), &hub.to_string(), record);
+        for hub in std::mem::take(&mut self.dirty_entries) {
+            let mut record = ContactRecord::default();
+            let mut earlier: Option<&ContactFields> = None;
+            for side in Side::BOTH {
+                if let Some(e) = self.entry(side, hub) {
+                    let rec = SideRecord {
+                        item: e.item.as_ref().map(ToString::to_string),
+                        etag: e.etag.clone(),
+                        base: raw(&e.base),
+                        shadow: encode_shadow(&e.shadow, earlier)?,
+                        stamped: e.stamped,
+                    };
+                    earlier = Some(&e.shadow);
+                    record.sides.push((side.name().to_string(), rec));
+                }
+            }
+            w.contact(&hub.to_string(), (!record.sides.is_empty()).then_some(record));
         }
         for (side, hub) in std::mem::take(&mut self.dirty_intents) {
             let record = match self.side(side).intents.get(&hub) {
@@ -254,7 +278,7 @@ impl UserReplica {
     pub fn mark_all_dirty(&mut self) {
         for side in Side::BOTH {
             let hubs: Vec<_> = self.side(side).entries.keys().copied().collect();
-            self.dirty_entries.extend(hubs.into_iter().map(|h| (side, h)));
+            self.dirty_entries.extend(hubs);
         }
     }
 }

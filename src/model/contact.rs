@@ -63,12 +63,33 @@ impl ContactFields {
     /// The fields of `set` whose values differ between `self` and `other` (FIELDS.md
     /// comparison rules).
     pub fn differing(&self, other: &ContactFields, set: FieldSet) -> Vec<Field> {
-        set.iter().filter(|f| !equivalent(*f, self.get(*f), other.get(*f))).collect()
+        self.fields_of_either(other, set).filter(|f| !equivalent(*f, self.get(*f), other.get(*f))).collect()
     }
 
     /// Whether `self` and `other` hold the same values on every field of `set`.
     pub fn equivalent_on(&self, other: &ContactFields, set: FieldSet) -> bool {
-        set.iter().all(|f| equivalent(f, self.get(f), other.get(f)))
+        self.fields_of_either(other, set).all(|f| equivalent(f, self.get(f), other.get(f)))
+    }
+
+    /// The fields of `set` that either side has set, in order (values absent on both are
+    /// equal, so only these need comparing).
+    fn fields_of_either<'a>(&'a self, other: &'a ContactFields, set: FieldSet) -> impl Iterator<Item = Field> + 'a {
+        let mut a = self.0.keys().copied().peekable();
+        let mut b = other.0.keys().copied().peekable();
+        std::iter::from_fn(move || {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x == y => {
+                    b.next();
+                    a.next()
+                }
+                (Some(x), Some(y)) if x < y => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => None,
+            };
+            next
+        })
+        .filter(move |f| set.contains(*f))
     }
 
     /// Every problem with the values, each naming its field (empty when valid).

@@ -21,6 +21,7 @@ impl FieldValue {
     /// lists sorted and de-duplicated; `None` when it means "not set".
     pub fn normalise(self) -> Option<FieldValue> {
         match self {
+            FieldValue::Text(s) if is_normal_text(&s) => (!s.is_empty()).then_some(FieldValue::Text(s)),
             FieldValue::Text(s) => {
                 let s = normalise_text(&s);
                 (!s.is_empty()).then_some(FieldValue::Text(s))
@@ -85,6 +86,11 @@ impl FieldValue {
     }
 }
 
+/// Whether `s` is already as [`normalise_text`] would leave it (no allocation needed).
+fn is_normal_text(s: &str) -> bool {
+    !s.contains('\r') && s.split('\n').all(|line| line.trim_end().len() == line.len()) && !s.ends_with('\n')
+}
+
 /// Trailing white space trimmed (per line end too) and `\r\n` / `\r` turned into `\n`.
 fn normalise_text(s: &str) -> String {
     let unified = if s.contains('\r') { s.replace("\r\n", "\n").replace('\r', "\n") } else { s.to_string() };
@@ -103,6 +109,21 @@ fn normalise_text(s: &str) -> String {
 /// Whether two (normalised or not) values of `field` mean the same: compared after
 /// normalisation, e-mail addresses case-insensitively.
 pub fn equivalent(field: Field, a: Option<&FieldValue>, b: Option<&FieldValue>) -> bool {
+    // Fast paths for values already normalised (everything a ContactFields holds).
+    match (a, b) {
+        (None, None) => return true,
+        (Some(x), Some(y)) if x == y => return true,
+        (Some(FieldValue::Text(x)), Some(FieldValue::Text(y)))
+            if field.kind() == FieldKind::Email
+                && x.is_ascii()
+                && y.is_ascii()
+                && is_normal_text(x)
+                && is_normal_text(y) =>
+        {
+            return x.eq_ignore_ascii_case(y)
+        }
+        _ => {}
+    }
     let a = a.cloned().and_then(FieldValue::normalise);
     let b = b.cloned().and_then(FieldValue::normalise);
     match (field.kind(), &a, &b) {

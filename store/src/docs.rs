@@ -47,8 +47,8 @@ fn meta_key(user: &str) -> Vec<u8> {
     key(&[user.as_bytes(), b"meta"])
 }
 
-fn part_key(user: &str, generation: u64, part: u32) -> Vec<u8> {
-    key(&[user.as_bytes(), b"snap", &generation.to_be_bytes(), &part.to_be_bytes()])
+fn part_key(user: &str, part: u32) -> Vec<u8> {
+    key(&[user.as_bytes(), b"snap", &part.to_be_bytes()])
 }
 
 fn chunk_key(user: &str, seq: u64) -> Vec<u8> {
@@ -66,8 +66,11 @@ pub fn stats(kv: &dyn Kv, user: &str) -> Result<DocStats> {
 pub fn load(kv: &dyn Kv, user: &str, stats: &DocStats) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity((stats.snapshot_bytes + stats.chunk_bytes) as usize);
     if stats.generation > 0 {
-        let prefix = key(&[user.as_bytes(), b"snap", &stats.generation.to_be_bytes()]);
-        for (_, v) in kv.scan_prefix(Tree::Docs, &prefix)? {
+        for part in 0..stats.parts {
+            let v = kv.get(Tree::Docs, &part_key(user, part))?.ok_or_else(|| crate::StoreError::Corrupt {
+                tree: TREE,
+                detail: format!("snapshot part {part} of {} is missing", stats.parts),
+            })?;
             out.extend_from_slice(codec::payload(TREE, &v)?);
         }
     }
@@ -89,8 +92,11 @@ pub fn append_chunk(batch: &mut Batch, user: &str, mut stats: DocStats, chunk: &
 
 /// Replace snapshot and chunks with `snapshot` in `batch`; returns the stats after it.
 pub fn replace(kv: &dyn Kv, batch: &mut Batch, user: &str, old: DocStats, snapshot: &[u8]) -> Result<DocStats> {
-    for part in 0..old.parts {
-        batch.delete(Tree::Docs, part_key(user, old.generation, part));
+    let new_parts = snapshot.len().div_ceil(PART_BYTES) as u32;
+    // Parts are rewritten in place (stable keys keep sled's tree from churning); extra
+    // old parts go.
+    for part in new_parts..old.parts {
+        batch.delete(Tree::Docs, part_key(user, part));
     }
     for (k, _) in kv.scan_prefix(Tree::Docs, &key(&[user.as_bytes(), b"chunk"]))? {
         batch.delete(Tree::Docs, k);
@@ -98,7 +104,7 @@ pub fn replace(kv: &dyn Kv, batch: &mut Batch, user: &str, old: DocStats, snapsh
     let generation = old.generation + 1;
     let mut parts = 0u32;
     for (i, part) in snapshot.chunks(PART_BYTES).enumerate() {
-        batch.put(Tree::Docs, part_key(user, generation, i as u32), codec::wrap(part));
+        batch.put(Tree::Docs, part_key(user, i as u32), codec::wrap(part));
         parts += 1;
     }
     let stats = DocStats {

@@ -2,8 +2,8 @@
 //!
 //! A run for one user reads its state once ([`Store::load_user`]), works in memory, and
 //! writes back what changed in batches ([`Store::commit`]): an incremental chunk of the
-//! user's Automerge document, that side's shadow and base heads per contact, links in
-//! both directions, cursors and push intents — all of one batch in one transaction, durable
+//! user's Automerge document, each contact's record (per side: link, shadow, base heads),
+//! cursors, push intents and journal records — all of one batch in one transaction, durable
 //! when `commit` returns. The document grows as chunks; once they outweigh the snapshot,
 //! [`Store::compact`] replaces both with a fresh snapshot, cut into ≤ 64 KiB values so sled
 //! can reclaim the space of old ones.
@@ -27,7 +27,7 @@ mod records;
 mod user;
 
 pub use kv::{Batch, Kv, MemKv, SledKv, Tree};
-pub use records::{IntentRecord, SideRecord};
+pub use records::{ContactRecord, IntentRecord, SideRecord};
 pub use user::{DocStats, Store, UserState, UserWrite};
 
 /// What can go wrong in the store.

@@ -20,6 +20,14 @@ pub struct SideRecord {
     pub stamped: bool,
 }
 
+/// Everything stored for one contact of a user: its record on each side that has one
+/// (side name, record). One key per contact keeps sled's per-key overhead down.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactRecord {
+    /// (side, record).
+    pub sides: Vec<(String, SideRecord)>,
+}
+
 /// A push the hub is about to make, written before it is made so that a crash between the
 /// push and its bookkeeping can be told apart on the next run (SPEC N1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

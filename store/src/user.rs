@@ -7,7 +7,7 @@ use std::sync::Arc;
 pub use crate::docs::DocStats;
 use crate::keys::{key, segments};
 use crate::kv::{Batch, Kv, MemKv, SledKv, Tree};
-use crate::records::{IntentRecord, SideRecord};
+use crate::records::{ContactRecord, IntentRecord};
 use crate::{codec, docs, Result, StoreError};
 
 /// Everything stored for one user, as loaded at the start of a run.
@@ -17,8 +17,8 @@ pub struct UserState {
     pub doc: Vec<u8>,
     /// Where the document stands.
     pub doc_stats: DocStats,
-    /// (side, hub id, record).
-    pub sides: Vec<(String, String, SideRecord)>,
+    /// (hub id, record).
+    pub contacts: Vec<(String, ContactRecord)>,
     /// (side, cursor).
     pub cursors: Vec<(String, String)>,
     /// (side, hub id, intent).
@@ -29,7 +29,7 @@ pub struct UserState {
 #[derive(Clone, Debug, Default)]
 pub struct UserWrite {
     doc_chunk: Option<Vec<u8>>,
-    sides: Vec<(String, String, Option<SideRecord>)>,
+    contacts: Vec<(String, Option<ContactRecord>)>,
     cursors: Vec<(String, Option<String>)>,
     intents: Vec<(String, String, Option<IntentRecord>)>,
     journal: Vec<(String, i64, Vec<u8>)>,
@@ -48,9 +48,9 @@ impl UserWrite {
         }
     }
 
-    /// Set (or, with `None`, remove) a side record; the reverse link follows its `item`.
-    pub fn side(&mut self, side: &str, hub: &str, record: Option<SideRecord>) {
-        self.sides.push((side.to_string(), hub.to_string(), record));
+    /// Set (or, with `None`, remove) a contact's record.
+    pub fn contact(&mut self, hub: &str, record: Option<ContactRecord>) {
+        self.contacts.push((hub.to_string(), record));
     }
 
     /// Set or clear a side's cursor.
@@ -71,7 +71,7 @@ impl UserWrite {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.doc_chunk.is_none()
-            && self.sides.is_empty()
+            && self.contacts.is_empty()
             && self.cursors.is_empty()
             && self.intents.is_empty()
             && self.journal.is_empty()
@@ -112,7 +112,12 @@ impl Store {
         let doc_stats = docs::stats(kv, user)?;
         let doc = docs::load(kv, user, &doc_stats)?;
         let prefix = key(&[user.as_bytes()]);
-        let sides = scan_records(kv, Tree::Sides, &prefix)?;
+        let mut contacts = Vec::new();
+        for (k, v) in kv.scan_prefix(Tree::Contacts, &prefix)? {
+            let segs = segments(&k).ok_or_else(|| corrupt(Tree::Contacts, "bad key"))?;
+            let [_, hub] = segs.as_slice() else { return Err(corrupt(Tree::Contacts, "key is not (user, hub)")) };
+            contacts.push((utf8(Tree::Contacts, hub)?, codec::decode(Tree::Contacts.name(), &v)?));
+        }
         let intents = scan_records(kv, Tree::Intents, &prefix)?;
         let mut cursors = Vec::new();
         for (k, v) in kv.scan_prefix(Tree::Cursors, &prefix)? {
@@ -120,7 +125,7 @@ impl Store {
             let side = segs.get(1).ok_or_else(|| corrupt(Tree::Cursors, "short key"))?;
             cursors.push((utf8(Tree::Cursors, side)?, codec::decode::<String>(Tree::Cursors.name(), &v)?));
         }
-        Ok(UserState { doc, doc_stats, sides, cursors, intents })
+        Ok(UserState { doc, doc_stats, contacts, cursors, intents })
     }
 
     /// Write one batch of a user's changes in one transaction; durable on return.
@@ -131,26 +136,11 @@ impl Store {
         if let Some(chunk) = &write.doc_chunk {
             stats = docs::append_chunk(&mut batch, user, stats, chunk)?;
         }
-        for (side, hub, record) in &write.sides {
-            let k = key(&[user.as_bytes(), side.as_bytes(), hub.as_bytes()]);
-            let old_item = match kv.get(Tree::Sides, &k)? {
-                Some(v) => codec::decode::<SideRecord>(Tree::Sides.name(), &v)?.item,
-                None => None,
-            };
-            let new_item = record.as_ref().and_then(|r| r.item.clone());
-            if let Some(old) = old_item.filter(|o| Some(o) != new_item.as_ref()) {
-                batch.delete(Tree::Items, key(&[user.as_bytes(), side.as_bytes(), old.as_bytes()]));
-            }
-            if let Some(new) = &new_item {
-                batch.put(
-                    Tree::Items,
-                    key(&[user.as_bytes(), side.as_bytes(), new.as_bytes()]),
-                    codec::wrap(hub.as_bytes()),
-                );
-            }
+        for (hub, record) in &write.contacts {
+            let k = key(&[user.as_bytes(), hub.as_bytes()]);
             match record {
-                Some(r) => batch.put(Tree::Sides, k, codec::encode(Tree::Sides.name(), r)?),
-                None => batch.delete(Tree::Sides, k),
+                Some(r) => batch.put(Tree::Contacts, k, codec::encode(Tree::Contacts.name(), r)?),
+                None => batch.delete(Tree::Contacts, k),
             }
         }
         for (side, cursor) in &write.cursors {
@@ -196,14 +186,6 @@ impl Store {
         kv.apply(&batch)?;
         tracing::debug!(user, bytes = snapshot.len(), parts = stats.parts, "document compacted");
         Ok(stats)
-    }
-
-    /// The hub id linked to a side's item, from the reverse index.
-    pub fn hub_for_item(&self, user: &str, side: &str, item: &str) -> Result<Option<String>> {
-        match self.kv.get(Tree::Items, &key(&[user.as_bytes(), side.as_bytes(), item.as_bytes()]))? {
-            Some(v) => Ok(Some(utf8(Tree::Items, codec::payload(Tree::Items.name(), &v)?)?)),
-            None => Ok(None),
-        }
     }
 
     /// A setting; `user` `None` is the global scope.
@@ -259,8 +241,15 @@ fn corrupt(tree: Tree, detail: &str) -> StoreError {
 mod tests {
     use super::*;
 
-    fn record(item: &str) -> SideRecord {
-        SideRecord { item: Some(item.into()), etag: None, base: vec![[7; 32]], shadow: vec![1, 2, 3], stamped: true }
+    fn record(item: &str) -> ContactRecord {
+        let side = crate::SideRecord {
+            item: Some(item.into()),
+            etag: None,
+            base: vec![[7; 32]],
+            shadow: vec![1, 2, 3],
+            stamped: true,
+        };
+        ContactRecord { sides: vec![("crm".into(), side)] }
     }
 
     fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
@@ -269,32 +258,29 @@ mod tests {
     }
 
     #[test]
-    fn commit_then_load_round_trips_and_maintains_reverse_links() {
+    fn commit_then_load_round_trips() {
         for (store, _dir) in stores() {
             let mut w = UserWrite::new();
             w.doc_chunk(b"abc".to_vec());
-            w.side("crm", "h1", Some(record("c-1")));
+            w.contact("h1", Some(record("c-1")));
             w.cursor("crm", Some("cur-1".into()));
             w.intent("exchange", "h1", Some(IntentRecord { op: "create".into(), heads: vec![], fields: vec![9] }));
             store.commit("u1", w).expect("commit");
-            assert_eq!(store.hub_for_item("u1", "crm", "c-1").expect("get"), Some("h1".into()));
 
             let mut w = UserWrite::new();
             w.doc_chunk(b"def".to_vec());
-            w.side("crm", "h1", Some(record("c-2")));
+            w.contact("h1", Some(record("c-2")));
             store.commit("u1", w).expect("commit");
-            assert_eq!(store.hub_for_item("u1", "crm", "c-1").expect("get"), None, "old link removed");
-            assert_eq!(store.hub_for_item("u1", "crm", "c-2").expect("get"), Some("h1".into()));
 
             let state = store.load_user("u1").expect("load");
             assert_eq!(state.doc, b"abcdef");
-            assert_eq!(state.sides, vec![("crm".into(), "h1".into(), record("c-2"))]);
+            assert_eq!(state.contacts, vec![("h1".into(), record("c-2"))]);
             assert_eq!(state.cursors, vec![("crm".into(), "cur-1".into())]);
             assert_eq!(state.intents.len(), 1);
             assert_eq!(store.load_user("u2").expect("load").doc, b"");
 
             let mut w = UserWrite::new();
-            w.side("crm", "h1", None);
+            w.contact("h1", None);
             w.intent("exchange", "h1", None);
             w.cursor("crm", None);
             store.commit("u1", w).expect("commit");
@@ -305,8 +291,7 @@ mod tests {
             assert_eq!(store.journal("u1", "conflict").expect("journal"), vec![b"first".to_vec(), b"second".to_vec()]);
             assert!(store.journal("u2", "conflict").expect("journal").is_empty());
             let state = store.load_user("u1").expect("load");
-            assert!(state.sides.is_empty() && state.intents.is_empty() && state.cursors.is_empty());
-            assert_eq!(store.hub_for_item("u1", "crm", "c-2").expect("get"), None);
+            assert!(state.contacts.is_empty() && state.intents.is_empty() && state.cursors.is_empty());
         }
     }
 

@@ -330,9 +330,6 @@ impl Harness {
 }
 
 fn run_case(on_disk: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    if std::env::var("COUNT_CASES").is_ok() {
-        eprintln!("case");
-    }
     let mut h = Harness {
         world: World::new(on_disk),
         pending: Vec::new(),

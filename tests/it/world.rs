@@ -15,6 +15,23 @@ use synchub_store::{MemKv, Store};
 
 pub const USER: &str = "u1";
 
+/// Reopen sled as a restarted process would: sled's own I/O threads may hold the directory
+/// lock for a moment after the old handle is dropped, so wait for it (at most 5 s).
+fn reopen(dir: &std::path::Path) -> Store {
+    let mut tries = 0;
+    loop {
+        match Store::open(dir) {
+            Ok(store) => return store,
+            Err(e) if tries < 500 => {
+                tries += 1;
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopen sled: {e}"),
+        }
+    }
+}
+
 /// Simulated crashes panic on purpose; keep them out of the output, and every other panic in.
 fn quiet_simulated_crashes() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -109,7 +126,7 @@ impl World {
         if let Backend::Sled(dir) = &self.backend {
             // Close the old handle before reopening (sled locks the directory).
             self.store = Store::in_memory(MemKv::new());
-            self.store = Store::open(dir.path()).expect("reopen sled");
+            self.store = reopen(dir.path());
         }
         let opts = self.options();
         let mut replica = UserReplica::load(&self.store, USER).expect("load replica");

@@ -16,10 +16,8 @@ use crate::Result;
 pub enum Tree {
     /// Document snapshot parts, incremental chunks and the per-user document meta.
     Docs,
-    /// Side records per (user, side, hub id).
-    Sides,
-    /// Reverse links per (user, side, item id) -> hub id.
-    Items,
+    /// Contact records per (user, hub id): per side, the link, shadow and base heads.
+    Contacts,
     /// Cursors per (user, side).
     Cursors,
     /// Push intents per (user, side, hub id).
@@ -32,15 +30,14 @@ pub enum Tree {
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 7] =
-        [Tree::Docs, Tree::Sides, Tree::Items, Tree::Cursors, Tree::Intents, Tree::Settings, Tree::Journal];
+    pub const ALL: [Tree; 6] =
+        [Tree::Docs, Tree::Contacts, Tree::Cursors, Tree::Intents, Tree::Settings, Tree::Journal];
 
     /// The tree's name (sled tree name, error messages).
     pub fn name(self) -> &'static str {
         match self {
             Tree::Docs => "docs",
-            Tree::Sides => "sides",
-            Tree::Items => "items",
+            Tree::Contacts => "contacts",
             Tree::Cursors => "cursors",
             Tree::Intents => "intents",
             Tree::Settings => "settings",

@@ -4,28 +4,28 @@ use super::*;
 
 pub fn suite(kv: &dyn Kv) {
     let mut b = Batch::new();
-    b.put(Tree::Sides, b"u1/a".to_vec(), b"1".to_vec());
-    b.put(Tree::Sides, b"u1/b".to_vec(), b"2".to_vec());
-    b.put(Tree::Sides, b"u2/a".to_vec(), b"3".to_vec());
-    b.put(Tree::Items, b"u1/a".to_vec(), b"other tree".to_vec());
+    b.put(Tree::Contacts, b"u1/a".to_vec(), b"1".to_vec());
+    b.put(Tree::Contacts, b"u1/b".to_vec(), b"2".to_vec());
+    b.put(Tree::Contacts, b"u2/a".to_vec(), b"3".to_vec());
+    b.put(Tree::Journal, b"u1/a".to_vec(), b"other tree".to_vec());
     kv.apply(&b).expect("apply");
-    assert_eq!(kv.get(Tree::Sides, b"u1/a").expect("get"), Some(b"1".to_vec()));
-    assert_eq!(kv.get(Tree::Items, b"u1/a").expect("get"), Some(b"other tree".to_vec()));
+    assert_eq!(kv.get(Tree::Contacts, b"u1/a").expect("get"), Some(b"1".to_vec()));
+    assert_eq!(kv.get(Tree::Journal, b"u1/a").expect("get"), Some(b"other tree".to_vec()));
     assert_eq!(kv.get(Tree::Cursors, b"u1/a").expect("get"), None);
 
-    let scan = kv.scan_prefix(Tree::Sides, b"u1/").expect("scan");
+    let scan = kv.scan_prefix(Tree::Contacts, b"u1/").expect("scan");
     assert_eq!(scan, vec![(b"u1/a".to_vec(), b"1".to_vec()), (b"u1/b".to_vec(), b"2".to_vec())]);
 
     // Later writes in one batch win; deletes apply.
     let mut b = Batch::new();
-    b.put(Tree::Sides, b"u1/a".to_vec(), b"x".to_vec());
-    b.put(Tree::Sides, b"u1/a".to_vec(), b"y".to_vec());
-    b.delete(Tree::Sides, b"u1/b".to_vec());
+    b.put(Tree::Contacts, b"u1/a".to_vec(), b"x".to_vec());
+    b.put(Tree::Contacts, b"u1/a".to_vec(), b"y".to_vec());
+    b.delete(Tree::Contacts, b"u1/b".to_vec());
     assert_eq!(b.len(), 3);
     kv.apply(&b).expect("apply");
-    assert_eq!(kv.get(Tree::Sides, b"u1/a").expect("get"), Some(b"y".to_vec()));
-    assert_eq!(kv.get(Tree::Sides, b"u1/b").expect("get"), None);
-    assert_eq!(kv.scan_prefix(Tree::Sides, b"u3").expect("scan"), vec![]);
+    assert_eq!(kv.get(Tree::Contacts, b"u1/a").expect("get"), Some(b"y".to_vec()));
+    assert_eq!(kv.get(Tree::Contacts, b"u1/b").expect("get"), None);
+    assert_eq!(kv.scan_prefix(Tree::Contacts, b"u3").expect("scan"), vec![]);
     kv.apply(&Batch::new()).expect("empty batch is fine");
 }
 

@@ -1,0 +1,194 @@
+//! Unit tests of the merge rules on a replica with no I/O (SPEC C4, C5, X2, X3).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::model::{Field, FieldValue, ItemId, Side};
+
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_764_000_000 + secs, 0).unwrap_or_default()
+}
+
+fn item(side: Side) -> ItemId {
+    ItemId::from_trusted(format!("{side}-1"))
+}
+
+fn upsert(side: Side, fields: ContactFields, modified: DateTime<Utc>) -> Observed {
+    Observed { item: item(side), change: ItemChange::Upsert(SideItem { fields, modified, etag: None, stamp: None }) }
+}
+
+fn jane() -> ContactFields {
+    ContactFields::new()
+        .with_text(Field::GivenName, "Jane")
+        .with_text(Field::Surname, "Tarnoff")
+        .with_text(Field::Company, "Acme")
+}
+
+/// One contact made on Exchange and pushed to the CRM: both sides in step.
+fn synced() -> (UserReplica, HubContactId) {
+    let mut replica = UserReplica::new();
+    let ctx = RunCtx::all_fields(at(0));
+    let mut merge = Merge::new(&mut replica, ctx);
+    merge.observe(Side::Exchange, vec![upsert(Side::Exchange, jane(), at(0))]).unwrap();
+    merge.resolve().unwrap();
+    let hub = *merge.touched().iter().next().unwrap();
+    drop(merge);
+    for side in Side::BOTH {
+        for op in materialise::plan(&mut replica, side, ctx.fields[side.index()], [hub]) {
+            let outcome = match op.kind {
+                PushKind::Create => PushOutcome::Created { item: item(side), etag: None },
+                _ => PushOutcome::Updated { etag: None },
+            };
+            materialise::record(&mut replica, &op, outcome);
+        }
+    }
+    (replica, hub)
+}
+
+/// Observe the given changes in the given side order, resolve, and return the contact as
+/// the document shows it, with the run's log.
+fn run(replica: &mut UserReplica, hub: HubContactId, changes: &[(Side, Observed)], now: i64) -> (DocContact, RunLog) {
+    let mut merge = Merge::new(replica, RunCtx::all_fields(at(now)));
+    for (side, o) in changes {
+        merge.observe(*side, vec![o.clone()]).unwrap();
+    }
+    merge.resolve().unwrap();
+    let log = merge.finish();
+    let obj = replica.doc.contact_obj(hub).unwrap();
+    (replica.doc.read(&obj, None), log)
+}
+
+fn company(c: &DocContact) -> Option<&str> {
+    c.fields.get(Field::Company).and_then(FieldValue::as_text)
+}
+
+#[test]
+fn c5_different_fields_edited_on_both_sides_both_survive() {
+    let (mut replica, hub) = synced();
+    let ex = upsert(Side::Exchange, jane().with_text(Field::JobTitle, "Partner"), at(10));
+    let crm = upsert(Side::Crm, jane().with_text(Field::Department, "Litigation"), at(11));
+    let (c, log) = run(&mut replica, hub, &[(Side::Exchange, ex), (Side::Crm, crm)], 20);
+    assert_eq!(c.fields.get(Field::JobTitle).and_then(FieldValue::as_text), Some("Partner"));
+    assert_eq!(c.fields.get(Field::Department).and_then(FieldValue::as_text), Some("Litigation"));
+    assert!(log.conflicts.is_empty());
+}
+
+#[test]
+fn x2_same_field_conflict_resolves_the_same_in_either_order_and_is_recorded() {
+    for (ex_time, crm_time, winner) in [(12, 11, "Exchange Co"), (11, 12, "Crm Co"), (11, 11, "Crm Co")] {
+        let ex = upsert(Side::Exchange, jane().with_text(Field::Company, "Exchange Co"), at(ex_time));
+        let crm = upsert(Side::Crm, jane().with_text(Field::Company, "Crm Co"), at(crm_time));
+        let mut results = Vec::new();
+        for order in [
+            [(Side::Exchange, ex.clone()), (Side::Crm, crm.clone())],
+            [(Side::Crm, crm.clone()), (Side::Exchange, ex.clone())],
+        ] {
+            let (mut replica, hub) = synced();
+            let (c, log) = run(&mut replica, hub, &order, 20);
+            assert_eq!(company(&c), Some(winner), "later-modified item wins, a tie goes to the CRM");
+            assert_eq!(log.conflicts.len(), 1);
+            let conflict = &log.conflicts[0];
+            assert_eq!(conflict.field, Field::Company);
+            assert_eq!(conflict.exchange_value.as_ref().and_then(FieldValue::as_text), Some("Exchange Co"));
+            assert_eq!(conflict.crm_value.as_ref().and_then(FieldValue::as_text), Some("Crm Co"));
+            let obj = replica.doc.contact_obj(hub).unwrap();
+            assert!(automerge::ReadDoc::get_all(replica.doc.automerge(), &obj, "company").unwrap().len() == 1);
+            results.push(company(&c).map(str::to_string));
+        }
+        assert_eq!(results[0], results[1]);
+    }
+}
+
+#[test]
+fn c5_the_same_value_on_both_sides_is_no_conflict() {
+    let (mut replica, hub) = synced();
+    let ex = upsert(Side::Exchange, jane().with_text(Field::Company, "Same LLP"), at(10));
+    let crm = upsert(Side::Crm, jane().with_text(Field::Company, "Same LLP"), at(11));
+    let (c, log) = run(&mut replica, hub, &[(Side::Exchange, ex), (Side::Crm, crm)], 20);
+    assert_eq!(company(&c), Some("Same LLP"));
+    assert!(log.conflicts.is_empty());
+}
+
+#[test]
+fn x3_delete_concurrent_with_an_edit_keeps_the_edited_contact() {
+    let (mut replica, hub) = synced();
+    let removed = Observed { item: item(Side::Exchange), change: ItemChange::Removed };
+    let edit = upsert(Side::Crm, jane().with_text(Field::Company, "Moved On Ltd"), at(11));
+    let (c, log) = run(&mut replica, hub, &[(Side::Exchange, removed), (Side::Crm, edit)], 20);
+    assert!(!c.deleted, "the edit the deleter never saw beats the delete");
+    assert_eq!(log.resurrected, vec![hub]);
+    assert_eq!(company(&c), Some("Moved On Ltd"));
+    let ops = materialise::plan(&mut replica, Side::Exchange, FieldSet::all(), [hub]);
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].kind, PushKind::Create, "Exchange gets the contact back");
+}
+
+#[test]
+fn c4_delete_after_seeing_every_edit_stands_and_reaches_the_other_side() {
+    let (mut replica, hub) = synced();
+    let removed = Observed { item: item(Side::Exchange), change: ItemChange::Removed };
+    let (c, log) = run(&mut replica, hub, &[(Side::Exchange, removed)], 20);
+    assert!(c.deleted);
+    assert!(log.resurrected.is_empty());
+    let ops = materialise::plan(&mut replica, Side::Crm, FieldSet::all(), [hub]);
+    assert_eq!(ops.iter().map(|o| o.kind).collect::<Vec<_>>(), vec![PushKind::Delete]);
+    assert!(materialise::plan(&mut replica, Side::Exchange, FieldSet::all(), [hub]).is_empty());
+}
+
+#[test]
+fn an_echo_of_the_hubs_own_write_is_no_change() {
+    let (mut replica, hub) = synced();
+    let heads = replica.doc.heads();
+    let echo = upsert(Side::Crm, jane(), at(30));
+    let mut merge = Merge::new(&mut replica, RunCtx::all_fields(at(31)));
+    merge.observe(Side::Crm, vec![echo]).unwrap();
+    merge.resolve().unwrap();
+    assert!(merge.touched().is_empty());
+    drop(merge);
+    assert_eq!(replica.doc.heads(), heads, "nothing was written");
+    let _ = hub;
+}
+
+#[test]
+fn x8_field_history_names_side_and_time_of_each_change() {
+    let (mut replica, hub) = synced();
+    let ex = upsert(Side::Exchange, jane().with_text(Field::JobTitle, "Partner"), at(10));
+    run(&mut replica, hub, &[(Side::Exchange, ex)], 40);
+    let history = history::field_history(&mut replica.doc, hub);
+    let given = history.iter().find(|c| c.field == Some(Field::GivenName)).unwrap();
+    assert_eq!((given.author, given.at), (Author::Side(Side::Exchange), at(0)));
+    let title = history.iter().find(|c| c.field == Some(Field::JobTitle)).unwrap();
+    assert_eq!((title.author, title.at), (Author::Side(Side::Exchange), at(40)));
+    assert_eq!(title.value.as_ref().and_then(FieldValue::as_text), Some("Partner"));
+}
+
+#[test]
+fn compaction_round_trip_keeps_document_and_bookkeeping() {
+    let store = synchub_store::Store::in_memory(synchub_store::MemKv::new());
+    let (mut replica, hub) = synced();
+    store.commit("u", replica.take_write().unwrap()).unwrap();
+    for i in 0..5 {
+        let ex = upsert(Side::Exchange, jane().with_text(Field::JobTitle, &format!("Title {i}")), at(10 + i));
+        run(&mut replica, hub, &[(Side::Exchange, ex)], 10 + i);
+        store.commit("u", replica.take_write().unwrap()).unwrap();
+    }
+    let before = UserReplica::load(&store, "u").unwrap();
+    assert_eq!(before.doc.heads(), replica.doc.heads(), "snapshot plus chunks load back");
+    let stats = store.compact("u", &replica.doc.save()).unwrap();
+    assert_eq!(stats.chunks, 0);
+    let mut after = UserReplica::load(&store, "u").unwrap();
+    assert_eq!(after.doc.heads(), replica.doc.heads());
+    let obj = after.doc.contact_obj(hub).unwrap();
+    assert_eq!(after.doc.read(&obj, None).fields.get(Field::JobTitle).and_then(FieldValue::as_text), Some("Title 4"));
+    assert_eq!(after.entry(Side::Crm, hub), replica.entry(Side::Crm, hub));
+    assert_eq!(after.entry(Side::Exchange, hub), replica.entry(Side::Exchange, hub));
+    let touched: BTreeSet<_> = [hub].into();
+    let ops = materialise::plan(&mut after, Side::Crm, FieldSet::all(), touched);
+    assert_eq!(
+        ops.iter().map(|o| o.kind).collect::<Vec<_>>(),
+        vec![PushKind::Update],
+        "the CRM still lacks the new title"
+    );
+}
