@@ -46,10 +46,16 @@ fn plan_run(c: &mut Criterion) {
                 merge.resolve().expect("resolve");
                 let touched: BTreeSet<_> = merge.touched().clone();
                 drop(merge);
-                let ops: usize = Side::BOTH
+                let requests: Vec<_> = Side::BOTH
                     .iter()
-                    .map(|s| materialise::plan(&mut replica, *s, ctx.fields[s.index()], touched.iter().copied()).len())
-                    .sum();
+                    .map(|s| materialise::SidePlan {
+                        side: *s,
+                        set: ctx.fields[s.index()],
+                        candidates: touched.clone(),
+                        pulled: true,
+                    })
+                    .collect();
+                let ops: usize = materialise::plan_sides(&mut replica, &requests).iter().map(Vec::len).sum();
                 assert_eq!(ops, 100, "50 contacts changed on each side are pushed to the other");
                 replica
             },
@@ -69,7 +75,7 @@ fn open(c: &mut Criterion) {
         b.iter(|| UserReplica::load(&store, "u").expect("load"));
     });
     c.bench_function("open_document_only_from_sled_2000_contacts", |b| {
-        b.iter(|| ContactDoc::load(&store.load_user("u").expect("load").doc).expect("doc"));
+        b.iter(|| ContactDoc::load(&store.load_doc("u").expect("load")).expect("doc"));
     });
 }
 

@@ -144,21 +144,24 @@ pub fn run_user(
     // anywhere after this leaves a complete to-do list.
     // A side whose pull failed gets its intents too (its to-do list), but no pushes: an
     // update could overwrite an edit the hub has not seen.
-    let mut plans = Vec::new();
+    let mut requests = Vec::new();
     for side in Side::BOTH {
-        let set = opts.ctx.fields[side.index()];
         let mut candidates: BTreeSet<_> = touched.clone();
         candidates.extend(materialise::pending(replica, side));
         let pull = pulled.iter().find(|(s, _)| *s == side).map(|(_, p)| p);
         if opts.full || pull.is_some_and(|p| p.full) {
             candidates.extend(replica.doc.contact_ids());
         }
-        let ops = materialise::plan(replica, side, set, candidates);
+        let set = opts.ctx.fields[side.index()];
+        requests.push(materialise::SidePlan { side, set, candidates, pulled: pull.is_some() });
+    }
+    let mut plans = Vec::new();
+    for (request, ops) in requests.iter().zip(materialise::plan_sides(replica, &requests)) {
         for op in &ops {
             materialise::intend(replica, op);
         }
-        if pull.is_some() {
-            plans.push((side, ops));
+        if pulled.iter().any(|(s, _)| *s == request.side) {
+            plans.push((request.side, ops));
         }
     }
     let mut write = replica.take_write()?;
@@ -250,11 +253,24 @@ fn push_all(
 ) -> Result<(), EngineError> {
     for batch in ops.chunks(PUSH_BATCH) {
         for op in batch {
+            materialise::attempt(replica, op);
+        }
+        commit(store, user, replica)?;
+        for op in batch {
             let outcome = match side.push(op) {
-                Ok(outcome) => outcome,
+                Ok(outcome) => {
+                    materialise::record(replica, op, outcome.clone());
+                    outcome
+                }
+                Err(e) if e.kind == ErrorKind::PreconditionFailed => {
+                    // The item moved on since the pull: never overwrite; the next pull sees it.
+                    tracing::info!(user, side = %op.side, contact = %op.hub, "item changed since the pull; pushed next run");
+                    materialise::not_applied(replica, op.side, op.hub);
+                    PushOutcome::NotApplied
+                }
                 Err(e) => {
                     tracing::warn!(user, side = %op.side, contact = %op.hub, op = op.kind.name(), error = %e, "push failed; reading back");
-                    let outcome = settle(side, op, set);
+                    let outcome = apply_settled(replica, op, settle(side, op, set));
                     if outcome == PushOutcome::NotApplied {
                         report.errors.push((op.side, e));
                     }
@@ -262,7 +278,6 @@ fn push_all(
                 }
             };
             count(report, op, &outcome);
-            materialise::record(replica, op, outcome);
         }
         commit(store, user, replica)?;
     }
@@ -279,27 +294,53 @@ fn count(report: &mut RunReport, op: &PushOp, outcome: &PushOutcome) {
     }
 }
 
+/// What reading an item back says of a push whose answer was lost or an error.
+#[derive(Debug, PartialEq)]
+enum Settled {
+    /// The side holds the push's result.
+    Applied(PushOutcome),
+    /// The side does not hold it.
+    NotApplied,
+    /// The read-back failed too: nobody knows.
+    Unknown,
+}
+
 /// Decide a push whose answer was lost or an error, from what the side holds now.
-fn settle(side: &mut dyn ContactReplica, op: &PushOp, set: FieldSet) -> PushOutcome {
+fn settle(side: &mut dyn ContactReplica, op: &PushOp, set: FieldSet) -> Settled {
     match side.read_back(op) {
         Ok(Some((item, found))) => match op.kind {
             // An item carrying our hub id exists: our create went through with op.fields.
             PushKind::Create => {
                 let etag = found.fields.equivalent_on(&op.fields, set).then_some(found.etag).flatten();
-                PushOutcome::Created { item, etag }
+                Settled::Applied(PushOutcome::Created { item, etag })
             }
             // An update writes the values and the stamps: both must show.
             PushKind::Update if found.stamp == Some(op.hub) && found.fields.equivalent_on(&op.fields, set) => {
-                PushOutcome::Updated { etag: found.etag }
+                Settled::Applied(PushOutcome::Updated { etag: found.etag })
             }
-            _ => PushOutcome::NotApplied,
+            _ => Settled::NotApplied,
         },
-        Ok(None) if op.kind == PushKind::Delete => PushOutcome::Deleted,
-        Ok(None) => PushOutcome::NotApplied,
+        Ok(None) if op.kind == PushKind::Delete => Settled::Applied(PushOutcome::Deleted),
+        Ok(None) => Settled::NotApplied,
         Err(e) => {
-            tracing::warn!(side = %op.side, contact = %op.hub, error = %e, "read-back failed; the push stays pending");
+            tracing::warn!(side = %op.side, contact = %op.hub, error = %e, "read-back failed; the push stays unconfirmed");
+            Settled::Unknown
+        }
+    }
+}
+
+/// Apply what a read-back said.
+fn apply_settled(replica: &mut UserReplica, op: &PushOp, settled: Settled) -> PushOutcome {
+    match settled {
+        Settled::Applied(outcome) => {
+            materialise::record(replica, op, outcome.clone());
+            outcome
+        }
+        Settled::NotApplied => {
+            materialise::not_applied(replica, op.side, op.hub);
             PushOutcome::NotApplied
         }
+        Settled::Unknown => PushOutcome::NotApplied,
     }
 }
 
@@ -314,7 +355,7 @@ pub fn recover(
     for s in sides.iter_mut() {
         let side = s.side();
         let set = ctx.fields[side.index()];
-        let hubs = materialise::pending(replica, side);
+        let hubs = materialise::unconfirmed(replica, side);
         if hubs.is_empty() {
             continue;
         }
@@ -330,11 +371,9 @@ pub fn recover(
                 fields: intent.fields,
                 heads: intent.heads,
             };
-            let outcome = settle(*s, &op, set);
-            if outcome != PushOutcome::NotApplied {
-                tracing::info!(user, %side, contact = %hub, op = op.kind.name(), "recovered a push a crash left unconfirmed");
-                materialise::record(replica, &op, outcome);
-            }
+            let settled = settle(*s, &op, set);
+            tracing::info!(user, %side, contact = %hub, op = op.kind.name(), ?settled, "settled a push a crash left unconfirmed");
+            apply_settled(replica, &op, settled);
         }
         commit(store, user, replica)?;
     }

@@ -202,11 +202,13 @@ impl ContactDoc {
         }
         let mut tx = self.doc.transaction();
         let contact = |fields: &ContactFields| {
-            let mut map: HashMap<String, hydrate::Value> = HashMap::with_capacity(fields.len());
+            let mut map = hydrate::Map::default();
+            map.reserve(fields.len());
             for (f, v) in fields.iter() {
-                map.insert(f.name().to_string(), hydrate::Value::scalar(encode(Some(v))));
+                let value = hydrate::Value::Scalar(encode(Some(v)));
+                map.insert(f.name().to_string(), hydrate::MapValue { value, conflict: false });
             }
-            hydrate::Value::from(hydrate::Map::from(map))
+            hydrate::Value::Map(map)
         };
         let mut made = Vec::new();
         match &self.contacts {
@@ -218,9 +220,12 @@ impl ContactDoc {
             None => {
                 // The genesis: the map and every first contact in one batch (much faster than
                 // one batch per contact); their object ids are looked up when first needed.
-                let all: HashMap<String, hydrate::Value> =
-                    contacts.iter().map(|(hub, fields)| (hub.to_string(), contact(fields))).collect();
-                let map = hydrate::Value::from(hydrate::Map::from(all));
+                let mut all = hydrate::Map::default();
+                all.reserve(contacts.len());
+                for (hub, fields) in contacts {
+                    all.insert(hub.to_string(), hydrate::MapValue { value: contact(fields), conflict: false });
+                }
+                let map = hydrate::Value::Map(all);
                 self.contacts = Some(tx.batch_create_object(ROOT, CONTACTS, &map, false)?);
             }
         }

@@ -2,6 +2,8 @@
 //! that side's shadow. A successful push moves the contact's shadow to the pushed values and
 //! its base to the heads they were read at; a failed one leaves both as they were.
 
+use std::collections::BTreeSet;
+
 use super::doc::Heads;
 use super::state::{Intent, PushKind, SideEntry, UserReplica};
 use crate::model::{ContactFields, FieldSet, HubContactId, ItemId, Side};
@@ -46,24 +48,64 @@ pub fn plan(
     set: FieldSet,
     candidates: impl IntoIterator<Item = HubContactId>,
 ) -> Vec<PushOp> {
+    let request = SidePlan { side, set, candidates: candidates.into_iter().collect(), pulled: false };
+    plan_sides(replica, std::slice::from_ref(&request)).pop().unwrap_or_default()
+}
+
+/// What to plan for one side.
+#[derive(Clone, Debug)]
+pub struct SidePlan {
+    /// The side.
+    pub side: Side,
+    /// The fields it carries.
+    pub set: FieldSet,
+    /// The contacts to look at.
+    pub candidates: BTreeSet<HubContactId>,
+    /// The side was pulled this run, so it holds no edit the hub has not seen: where its copy
+    /// matches the document, its base may move up to the current heads. (A side that was
+    /// not pulled may hold older edits, which must stay concurrent with newer changes.)
+    pub pulled: bool,
+}
+
+/// Plan several sides at once, reading each contact from the document once.
+pub fn plan_sides(replica: &mut UserReplica, requests: &[SidePlan]) -> Vec<Vec<PushOp>> {
     let heads = replica.doc.heads();
-    let mut ops = Vec::new();
-    for hub in candidates {
+    let mut out = vec![Vec::new(); requests.len()];
+    let all: BTreeSet<HubContactId> = requests.iter().flat_map(|r| r.candidates.iter().copied()).collect();
+    for hub in all {
         let Some(obj) = replica.doc.contact_obj(hub) else { continue };
         let view = replica.doc.read(&obj, None);
-        let entry = replica.entry(side, hub);
-        let linked = entry.and_then(|e| e.item.clone());
-        let kind = match (view.deleted, &linked, entry) {
-            (false, None, _) => PushKind::Create,
-            (false, Some(_), Some(e)) if !e.stamped || !view.fields.equivalent_on(&e.shadow, set) => PushKind::Update,
-            (true, Some(_), _) => PushKind::Delete,
-            _ => continue,
-        };
-        let etag = entry.and_then(|e| e.etag.clone());
-        let fields = if kind == PushKind::Delete { ContactFields::new() } else { view.fields.restricted(set) };
-        ops.push(PushOp { side, hub, kind, item: linked, etag, fields, heads: heads.clone() });
+        for (request, ops) in requests.iter().zip(out.iter_mut()) {
+            if !request.candidates.contains(&hub) {
+                continue;
+            }
+            let (side, set) = (request.side, request.set);
+            let entry = replica.entry(side, hub);
+            let linked = entry.and_then(|e| e.item.clone());
+            let kind = match (view.deleted, &linked, entry) {
+                (false, None, _) => PushKind::Create,
+                (false, Some(_), Some(e)) if !e.stamped || !view.fields.equivalent_on(&e.shadow, set) => {
+                    PushKind::Update
+                }
+                (true, Some(_), _) => PushKind::Delete,
+                (false, Some(_), Some(e)) => {
+                    // Nothing to push: the side's copy matches the document now, so its base
+                    // moves up to the current heads (it has, in effect, seen everything).
+                    if request.pulled && e.base != heads {
+                        let mut e = e.clone();
+                        e.base = heads.clone();
+                        replica.set_entry(side, hub, e);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let etag = entry.and_then(|e| e.etag.clone());
+            let fields = if kind == PushKind::Delete { ContactFields::new() } else { view.fields.restricted(set) };
+            ops.push(PushOp { side, hub, kind, item: linked, etag, fields, heads: heads.clone() });
+        }
     }
-    ops
+    out
 }
 
 /// Every contact with a pending intent on `side`.
@@ -71,10 +113,34 @@ pub fn pending(replica: &UserReplica, side: Side) -> Vec<HubContactId> {
     replica.side(side).intents.keys().copied().collect()
 }
 
-/// Record that `op` is about to be pushed (written before the push).
+/// Every contact whose push to `side` was attempted with an unknown outcome.
+pub fn unconfirmed(replica: &UserReplica, side: Side) -> Vec<HubContactId> {
+    replica.side(side).intents.iter().filter(|(_, i)| i.attempted).map(|(h, _)| *h).collect()
+}
+
+/// Record that `op` is planned (the durable to-do list). An attempted intent already there
+/// is kept: its push may have reached the side, and that is what must be reconciled.
 pub fn intend(replica: &mut UserReplica, op: &PushOp) {
-    let intent = Intent { kind: op.kind, heads: op.heads.clone(), fields: op.fields.clone() };
+    if replica.side(op.side).intents.get(&op.hub).is_some_and(|i| i.attempted) {
+        return;
+    }
+    let intent = Intent { kind: op.kind, heads: op.heads.clone(), fields: op.fields.clone(), attempted: false };
     replica.set_intent(op.side, op.hub, Some(intent));
+}
+
+/// Record that `op` is about to be pushed (committed before the push is made).
+pub fn attempt(replica: &mut UserReplica, op: &PushOp) {
+    let intent = Intent { kind: op.kind, heads: op.heads.clone(), fields: op.fields.clone(), attempted: true };
+    replica.set_intent(op.side, op.hub, Some(intent));
+}
+
+/// Record that the side is known not to have applied the attempted push of `hub`: it is
+/// only planned again.
+pub fn not_applied(replica: &mut UserReplica, side: Side, hub: HubContactId) {
+    if let Some(mut intent) = replica.side(side).intents.get(&hub).cloned() {
+        intent.attempted = false;
+        replica.set_intent(side, hub, Some(intent));
+    }
 }
 
 /// Apply a push's outcome to the bookkeeping.

@@ -44,7 +44,7 @@ impl Merge<'_> {
                         _ => match self.adopt(side, &o.item, &item, set) {
                             Some(hub) => hub,
                             None => {
-                                let hub = self.new_id(&item, &creates);
+                                let hub = self.new_id(side, &o.item, &item, &creates);
                                 creates.push((hub, o.item, item));
                                 continue;
                             }
@@ -93,7 +93,7 @@ impl Merge<'_> {
             return None; // a copy of a linked item: a new contact
         }
         match self.replica.side(side).intents.get(&hub) {
-            Some(Intent { kind: PushKind::Create, heads, fields }) => {
+            Some(Intent { kind: PushKind::Create, heads, fields, .. }) => {
                 entry.shadow = fields.clone();
                 entry.base = heads.clone();
             }
@@ -111,9 +111,23 @@ impl Merge<'_> {
 
     /// The id a new item gets: its stamp when the document does not know it (a rebuild
     /// re-links by stamps, SPEC X9), else a fresh one.
-    fn new_id(&mut self, item: &SideItem, creates: &[(HubContactId, ItemId, SideItem)]) -> HubContactId {
+    fn new_id(
+        &mut self,
+        side: Side,
+        item_id: &ItemId,
+        item: &SideItem,
+        creates: &[(HubContactId, ItemId, SideItem)],
+    ) -> HubContactId {
         match item.stamp {
             Some(h) if self.replica.doc.contact_obj(h).is_none() && !creates.iter().any(|(c, _, _)| *c == h) => h,
+            _ if self.ctx.deterministic_ids => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::hash::DefaultHasher::new();
+                (self.ctx.now_ms(), side, item_id.as_str(), creates.len()).hash(&mut hasher);
+                let high = hasher.finish();
+                item_id.as_str().len().hash(&mut hasher);
+                HubContactId::from_u128((u128::from(high) << 64) | u128::from(hasher.finish()))
+            }
             _ => HubContactId::mint(),
         }
     }
@@ -136,15 +150,10 @@ impl Merge<'_> {
             self.replica.set_intent(side, hub, None);
             self.touched.insert(hub);
         }
-        let current = self.replica.doc.read(&obj, None);
-        if !current.deleted && fields.equivalent_on(&current.fields, set) {
-            // The side holds what the document holds: an echo of our own write (perhaps
-            // one whose bookkeeping a crash lost), or the same edit made on both sides.
-            entry.shadow = fields;
-            entry.base = self.replica.doc.heads();
-            self.replica.set_entry(side, hub, entry);
-            return;
-        }
+        // No shortcut for an item that happens to equal the document: the same value typed
+        // on both sides is written at the side's base like any edit, so a later change by
+        // the other side still meets it as a concurrent value (echoes of our own pushes
+        // equal the shadow and write nothing; crashed pushes are settled by their intents).
         let diff = fields.differing(&entry.shadow, set);
         if diff.is_empty() {
             self.replica.set_entry(side, hub, entry);
@@ -188,15 +197,20 @@ impl Merge<'_> {
         creates: Vec<(HubContactId, ItemId, SideItem)>,
         set: FieldSet,
     ) -> Result<(), MergeError> {
-        let contacts: Vec<(HubContactId, ContactFields)> =
-            creates.iter().map(|(hub, _, item)| (*hub, item.fields.restricted(set))).collect();
+        let mut contacts: Vec<(HubContactId, ContactFields)> = Vec::with_capacity(creates.len());
+        let mut rest = Vec::with_capacity(creates.len());
+        for (hub, item_id, item) in creates {
+            let fields = if set == FieldSet::all() { item.fields } else { item.fields.restricted(set) };
+            contacts.push((hub, fields));
+            rest.push((item_id, item.etag, item.stamp));
+        }
         let Some(hash) = self.replica.doc.create(Author::Side(side), &contacts, self.ctx.now_ms())? else {
             return Ok(());
         };
         self.hashes.insert(hash, side);
-        for ((hub, fields), (_, item_id, item)) in contacts.into_iter().zip(creates) {
-            let stamped = item.stamp == Some(hub);
-            let entry = SideEntry { item: Some(item_id), etag: item.etag, shadow: fields, base: vec![hash], stamped };
+        for ((hub, fields), (item_id, etag, stamp)) in contacts.into_iter().zip(rest) {
+            let stamped = stamp == Some(hub);
+            let entry = SideEntry { item: Some(item_id), etag, shadow: fields, base: vec![hash], stamped };
             self.replica.set_entry(side, hub, entry);
             self.created.insert(hub);
             self.touched.insert(hub);
@@ -206,11 +220,12 @@ impl Merge<'_> {
     }
 }
 
-/// A push of `intent` may or may not have reached the side before a crash. Updates are
+/// An attempted push may or may not have reached the side before a crash (a planned one
+/// never did). Updates are
 /// atomic: when the item shows every value the push changed, the push was applied, and the
 /// side's copy corresponds to the intent's heads.
 fn reconcile(entry: &mut SideEntry, intent: &Intent, item: &ContactFields, stamped: bool, set: FieldSet) {
-    if intent.kind == PushKind::Delete || !stamped {
+    if !intent.attempted || intent.kind == PushKind::Delete || !stamped {
         return;
     }
     let pushed = intent.fields.differing(&entry.shadow, set);

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use automerge::{ChangeHash, ObjId, ReadDoc, ScalarValue, Value};
+use automerge::{ChangeHash, ObjId, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef};
 use chrono::{DateTime, Utc};
 
 use super::doc::{decode, write_at, Author, DELETED};
@@ -20,12 +20,15 @@ pub struct RunCtx {
     pub fields: [FieldSet; 2],
     /// The run's clock.
     pub now: DateTime<Utc>,
+    /// Mint hub ids from (time, side, item) instead of at random: reproducible runs for
+    /// tests and benches. Production leaves it off.
+    pub deterministic_ids: bool,
 }
 
 impl RunCtx {
     /// Every field on both sides, at `now`.
     pub fn all_fields(now: DateTime<Utc>) -> RunCtx {
-        RunCtx { fields: [FieldSet::all(); 2], now }
+        RunCtx { fields: [FieldSet::all(); 2], now, deterministic_ids: false }
     }
 
     pub(crate) fn now_ms(&self) -> i64 {
@@ -122,20 +125,30 @@ impl<'a> Merge<'a> {
         contacts.retain(|h| !self.created.contains(h));
         let mut puts: Vec<(ObjId, &'static str, ScalarValue)> = Vec::new();
         let mut deleted_decisions = Vec::new();
+        let mut conflicted: Vec<(HubContactId, ObjId, Field)> = Vec::new();
         for hub in &contacts {
             let Some(obj) = self.replica.doc.contact_obj(*hub) else { continue };
-            if let Some(keep_deleted) = self.delete_decision(&obj)? {
-                deleted_decisions.push((*hub, obj, keep_deleted));
+            // One pass over the contact says which keys hold concurrent values and whether
+            // the tombstone may be set; only those need the closer look.
+            let mut tombstone = false;
+            for item in self.replica.doc.automerge().map_range(&obj, ..) {
+                if item.key == DELETED {
+                    tombstone = item.conflict || matches!(item.value, ValueRef::Scalar(ScalarValueRef::Boolean(true)));
+                } else if item.conflict {
+                    if let Ok(field) = item.key.parse::<Field>() {
+                        if self.written.contains_key(&(*hub, Slot::Field(field))) {
+                            conflicted.push((*hub, obj.clone(), field));
+                        }
+                    }
+                }
+            }
+            if tombstone {
+                if let Some(keep_deleted) = self.delete_decision(&obj)? {
+                    deleted_decisions.push((*hub, obj, keep_deleted));
+                }
             }
         }
-        let mut slots: Vec<(HubContactId, Slot)> = self.written.keys().copied().collect();
-        slots.sort();
-        for (hub, slot) in slots {
-            let Slot::Field(field) = slot else { continue };
-            if self.created.contains(&hub) {
-                continue;
-            }
-            let Some(obj) = self.replica.doc.contact_obj(hub) else { continue };
+        for (hub, obj, field) in conflicted {
             if let Some(winner) = self.resolve_field(hub, &obj, field)? {
                 puts.push((obj, field.name(), winner));
             }
@@ -167,7 +180,9 @@ impl<'a> Merge<'a> {
         if deletes.is_empty() {
             return Ok(None);
         }
-        let keys: Vec<String> = doc.map_range(obj, ..).map(|i| i.key.to_string()).collect();
+        // Field ops only: the tombstone's own history (an earlier resurrection written by the
+        // hub) is no edit a deleter could have missed.
+        let keys: Vec<String> = doc.map_range(obj, ..).map(|i| i.key.to_string()).filter(|k| k != DELETED).collect();
         for key in keys {
             let seen: HashSet<_> = doc.get_all_at(obj, key.as_str(), &deletes)?.into_iter().map(|(_, id)| id).collect();
             if doc.get_all(obj, key.as_str())?.into_iter().any(|(_, id)| !seen.contains(&id)) {

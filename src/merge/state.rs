@@ -53,7 +53,9 @@ impl PushKind {
     }
 }
 
-/// A push about to be made, kept until its outcome is known (survives crashes).
+/// A planned push, kept until its outcome is known (survives crashes). Planned intents are
+/// the durable to-do list; an *attempted* one may have reached the side without the hub
+/// hearing back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Intent {
     /// What the push does.
@@ -62,6 +64,8 @@ pub struct Intent {
     pub heads: Heads,
     /// The pushed values.
     pub fields: ContactFields,
+    /// The push was started; its outcome may be unknown.
+    pub attempted: bool,
 }
 
 /// One side's bookkeeping.
@@ -176,7 +180,12 @@ impl UserReplica {
             let side = parse_side(&side)?;
             let kind =
                 PushKind::parse(&rec.op).ok_or_else(|| MergeError::Malformed(format!("unknown push `{}`", rec.op)))?;
-            let intent = Intent { kind, heads: hashes(&rec.heads), fields: decode_fields(&rec.fields)? };
+            let intent = Intent {
+                kind,
+                heads: hashes(&rec.heads),
+                fields: decode_fields(&rec.fields)?,
+                attempted: rec.attempted,
+            };
             replica.side_mut(side).intents.insert(hub.parse()?, intent);
         }
         for (side, cursor) in stored.cursors {
@@ -262,6 +271,7 @@ impl UserReplica {
                     op: i.kind.name().into(),
                     heads: raw(&i.heads),
                     fields: encode_fields(&i.fields)?,
+                    attempted: i.attempted,
                 }),
                 None => None,
             };

@@ -68,18 +68,26 @@ impl HubContactId {
     }
 }
 
+/// Hub ids are written as 22 characters of URL-safe base64: short enough to be stored
+/// inline by Automerge (≤ 23 bytes) and safe in URLs.
 impl fmt::Display for HubContactId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.simple())
+        use base64::Engine;
+        f.write_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.0.as_bytes()))
     }
 }
 
 impl FromStr for HubContactId {
     type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::try_parse(s)
-            .map(HubContactId)
-            .map_err(|_| ModelError::BadId { kind: "HubContactId", value: s.chars().take(64).collect() })
+        use base64::Engine;
+        let bad = || ModelError::BadId { kind: "HubContactId", value: s.chars().take(64).collect() };
+        if s.len() != 22 {
+            return Err(bad());
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+        let bytes: [u8; 16] = bytes.try_into().map_err(|_| bad())?;
+        Ok(HubContactId(uuid::Uuid::from_bytes(bytes)))
     }
 }
 
@@ -149,6 +157,8 @@ mod tests {
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(serde_json::from_str::<HubContactId>(&json).unwrap(), id);
         assert!("not-a-uuid".parse::<HubContactId>().is_err());
+        assert_eq!(id.to_string().len(), 22);
+        assert!("AAAAAAAAAAAAAAAAAAAAA!".parse::<HubContactId>().is_err());
     }
 
     #[test]

@@ -38,4 +38,6 @@ pub struct IntentRecord {
     pub heads: Vec<[u8; 32]>,
     /// The pushed values, opaque to the store.
     pub fields: Vec<u8>,
+    /// Whether the push was started (its outcome may be unknown) or only planned.
+    pub attempted: bool,
 }

@@ -128,6 +128,12 @@ impl Store {
         Ok(UserState { doc, doc_stats, contacts, cursors, intents })
     }
 
+    /// Only the user's document (snapshot and chunks), for readers that need nothing else.
+    pub fn load_doc(&self, user: &str) -> Result<Vec<u8>> {
+        let kv = self.kv.as_ref();
+        docs::load(kv, user, &docs::stats(kv, user)?)
+    }
+
     /// Write one batch of a user's changes in one transaction; durable on return.
     pub fn commit(&self, user: &str, write: UserWrite) -> Result<DocStats> {
         let kv = self.kv.as_ref();
@@ -264,7 +270,11 @@ mod tests {
             w.doc_chunk(b"abc".to_vec());
             w.contact("h1", Some(record("c-1")));
             w.cursor("crm", Some("cur-1".into()));
-            w.intent("exchange", "h1", Some(IntentRecord { op: "create".into(), heads: vec![], fields: vec![9] }));
+            w.intent(
+                "exchange",
+                "h1",
+                Some(IntentRecord { op: "create".into(), heads: vec![], fields: vec![9], attempted: false }),
+            );
             store.commit("u1", w).expect("commit");
 
             let mut w = UserWrite::new();
@@ -274,6 +284,7 @@ mod tests {
 
             let state = store.load_user("u1").expect("load");
             assert_eq!(state.doc, b"abcdef");
+            assert_eq!(store.load_doc("u1").expect("load doc"), b"abcdef");
             assert_eq!(state.contacts, vec![("h1".into(), record("c-2"))]);
             assert_eq!(state.cursors, vec![("crm".into(), "cur-1".into())]);
             assert_eq!(state.intents.len(), 1);

@@ -83,7 +83,7 @@ impl World {
     }
 
     fn options(&self) -> RunOptions {
-        RunOptions { ctx: RunCtx::all_fields(self.now()), full: false }
+        RunOptions { ctx: RunCtx { deterministic_ids: true, ..RunCtx::all_fields(self.now()) }, full: false }
     }
 
     /// One run for the user; the replica is loaded from the store when a crash dropped it.
