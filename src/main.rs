@@ -74,12 +74,18 @@ fn demo(data: &std::path::Path, n: usize) -> Result<()> {
         crm.user_create(sample::contact(n + i));
     }
     println!("synchub demo: {n} contacts in Outlook, {n} in the CRM list, store in {}\n", data.display());
-    let mut replica = UserReplica::load(&store, "demo-user")?;
-    let run = |ex: &mut MemorySide, crm: &mut MemorySide, replica: &mut UserReplica| -> Result<RunReport> {
+    let mut slot = Some(UserReplica::load(&store, "demo-user")?);
+    let run = |ex: &mut MemorySide, crm: &mut MemorySide, slot: &mut Option<UserReplica>| -> Result<RunReport> {
         let opts = RunOptions { ctx: RunCtx::all_fields(Utc::now()), full: false };
-        Ok(run_user(&store, "demo-user", replica, [ex, crm], opts)?)
+        let replica = match slot.take() {
+            Some(r) => r,
+            None => UserReplica::load(&store, "demo-user")?,
+        };
+        let (replica, report) = run_user(&store, "demo-user", replica, [ex, crm], opts)?;
+        *slot = Some(replica);
+        Ok(report)
     };
-    report("first sync (each side gets the other's)", &run(&mut ex, &mut crm, &mut replica)?);
+    report("first sync (each side gets the other's)", &run(&mut ex, &mut crm, &mut slot)?);
 
     let first_ex = ex.items().keys().next().cloned().context("no Exchange item")?;
     let hub = ex.items()[&first_ex].stamp.context("the item was not stamped")?;
@@ -88,11 +94,11 @@ fn demo(data: &std::path::Path, n: usize) -> Result<()> {
     let text = |s: &str| Some(FieldValue::Text(s.to_string()));
     ex.user_edit(&first_ex, Field::JobTitle, text("Managing Partner"));
     crm.user_edit(&crm_item, Field::MobilePhone, text("+44 20 7946 0000"));
-    report("different fields edited on each side", &run(&mut ex, &mut crm, &mut replica)?);
+    report("different fields edited on each side", &run(&mut ex, &mut crm, &mut slot)?);
 
     crm.user_edit(&crm_item, Field::Company, text("Acme (CRM spelling)"));
     ex.user_edit(&first_ex, Field::Company, text("ACME Holdings plc"));
-    report("same field edited on both (Outlook later)", &run(&mut ex, &mut crm, &mut replica)?);
+    report("same field edited on both (Outlook later)", &run(&mut ex, &mut crm, &mut slot)?);
 
     let second = ex.items().keys().nth(1).cloned().context("no second item")?;
     let hub2 = ex.items()[&second].stamp.context("not stamped")?;
@@ -100,8 +106,8 @@ fn demo(data: &std::path::Path, n: usize) -> Result<()> {
         crm.items().iter().find(|(_, it)| it.stamp == Some(hub2)).map(|(id, _)| id.clone()).context("no twin")?;
     ex.user_delete(&second);
     crm.user_edit(&crm2, Field::Department, text("Restructuring"));
-    report("deleted in Outlook, edited in the CRM", &run(&mut ex, &mut crm, &mut replica)?);
-    report("a quiet run", &run(&mut ex, &mut crm, &mut replica)?);
+    report("deleted in Outlook, edited in the CRM", &run(&mut ex, &mut crm, &mut slot)?);
+    report("a quiet run", &run(&mut ex, &mut crm, &mut slot)?);
 
     let show = |side: &MemorySide, id: &synchub::model::ItemId| {
         let f = &side.items()[id].fields;

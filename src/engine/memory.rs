@@ -110,6 +110,19 @@ impl MemorySide {
         Some(gone)
     }
 
+    /// A user restores a deleted item (as from Outlook's Deleted Items): it comes back
+    /// under a new id with its fields and synchub's stamps.
+    pub fn user_restore(&mut self, gone: MemItem) -> ItemId {
+        let id = self.new_id();
+        let modified = self.tick();
+        if let Some(hub) = gone.stamp {
+            self.stamp_history.entry(id.clone()).or_default().push(hub);
+        }
+        self.items.insert(id.clone(), MemItem { modified, version: 1, ..gone });
+        self.feed.push(id.clone());
+        id
+    }
+
     /// Queue faults for the next pushes (`None`: that push succeeds).
     pub fn script(&mut self, faults: impl IntoIterator<Item = Option<Fault>>) {
         self.faults.extend(faults);

@@ -100,7 +100,41 @@ pub struct RunOptions {
 }
 
 /// Run one user's sync: recover, pull, observe, resolve, materialise, advance.
+///
+/// The replica is taken by value and handed back only when the run succeeds: after an
+/// error, what it holds in memory may be ahead of the store (or half-changed), so it is
+/// dropped, and the next run loads the user again from the store, which is always
+/// consistent.
 pub fn run_user(
+    store: &Store,
+    user: &str,
+    mut replica: UserReplica,
+    sides: [&mut dyn ContactReplica; 2],
+    opts: RunOptions,
+) -> Result<(UserReplica, RunReport), EngineError> {
+    match run(store, user, &mut replica, sides, opts) {
+        Ok(report) => Ok((replica, report)),
+        Err(e) => {
+            tracing::error!(user, error = %e, "run failed; the user's state is reloaded from the store next time");
+            Err(e)
+        }
+    }
+}
+
+/// Load a user from the store and settle what a crash left unconfirmed, as the hub does
+/// before a user's first run after a start.
+pub fn open_user(
+    store: &Store,
+    user: &str,
+    sides: &mut [&mut dyn ContactReplica; 2],
+    ctx: &RunCtx,
+) -> Result<UserReplica, EngineError> {
+    let mut replica = UserReplica::load(store, user)?;
+    recover(store, user, &mut replica, sides, ctx)?;
+    Ok(replica)
+}
+
+fn run(
     store: &Store,
     user: &str,
     replica: &mut UserReplica,
@@ -160,18 +194,32 @@ pub fn run_user(
         for op in &ops {
             materialise::intend(replica, op);
         }
+        // Never push over an attempt whose outcome is still unknown (its read-back failed
+        // at start-up): the side may hold that attempt's values, and a second push would
+        // make the shadow lie about them. It is settled first, on a later run.
+        let (ops, unknown): (Vec<_>, Vec<_>) =
+            ops.into_iter().partition(|op| !replica.side(op.side).intents.get(&op.hub).is_some_and(|i| i.attempted));
+        for op in &unknown {
+            tracing::warn!(user, side = %op.side, contact = %op.hub, "an earlier push is unconfirmed; this one waits");
+        }
         if pulled.iter().any(|(s, _)| *s == request.side) {
             plans.push((request.side, ops));
         }
     }
     let mut write = replica.take_write()?;
     for c in &report.log.conflicts {
-        let bytes = postcard::to_allocvec(c).map_err(|e| MergeError::Malformed(format!("encoding a conflict: {e}")))?;
-        write.journal(CONFLICT, c.at.timestamp_millis(), bytes);
+        write.journal(CONFLICT, c.at.timestamp_millis(), encode_record(c)?);
+    }
+    for hub in &report.log.resurrected {
+        let event = Resurrection { contact: *hub, at: opts.ctx.now };
+        write.journal(RESURRECTION, opts.ctx.now.timestamp_millis(), encode_record(&event)?);
     }
     store_write(store, user, replica, write)?;
 
-    for (side, ops) in plans {
+    for (side, mut ops) in plans {
+        // Deletes and updates (re-stamping copies among them) before creates, so a create
+        // never meets a copy that still carries its hub id.
+        ops.sort_by_key(|op| op.kind == PushKind::Create);
         let Some(s) = sides.iter_mut().find(|s| s.side() == side) else { continue };
         push_all(store, user, replica, *s, &ops, opts.ctx.fields[side.index()], &mut report)?;
     }
@@ -213,13 +261,41 @@ fn pull(side: &mut dyn ContactReplica, cursor: Option<&str>) -> Result<Pull, Con
 /// The journal kind of conflict records.
 pub const CONFLICT: &str = "conflict";
 
+/// The journal kind of resurrection records.
+pub const RESURRECTION: &str = "resurrection";
+
+/// A contact brought back because an edit beat a delete, or a side restored it (SPEC X3:
+/// "the event is recorded").
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Resurrection {
+    /// The contact.
+    pub contact: crate::model::HubContactId,
+    /// When the run decided it.
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+fn encode_record<T: serde::Serialize>(record: &T) -> Result<Vec<u8>, EngineError> {
+    postcard::to_allocvec(record).map_err(|e| MergeError::Malformed(format!("encoding a journal record: {e}")).into())
+}
+
+fn read_journal<T: serde::de::DeserializeOwned>(store: &Store, user: &str, kind: &str) -> Result<Vec<T>, EngineError> {
+    store
+        .journal(user, kind)?
+        .iter()
+        .map(|b| {
+            postcard::from_bytes(b).map_err(|e| MergeError::Malformed(format!("decoding a {kind} record: {e}")).into())
+        })
+        .collect()
+}
+
 /// Every conflict recorded for `user`, oldest first (SPEC X2).
 pub fn conflicts(store: &Store, user: &str) -> Result<Vec<crate::merge::Conflict>, EngineError> {
-    store
-        .journal(user, CONFLICT)?
-        .iter()
-        .map(|b| postcard::from_bytes(b).map_err(|e| MergeError::Malformed(format!("decoding a conflict: {e}")).into()))
-        .collect()
+    read_journal(store, user, CONFLICT)
+}
+
+/// Every resurrection recorded for `user`, oldest first (SPEC X3).
+pub fn resurrections(store: &Store, user: &str) -> Result<Vec<Resurrection>, EngineError> {
+    read_journal(store, user, RESURRECTION)
 }
 
 fn commit(store: &Store, user: &str, replica: &mut UserReplica) -> Result<(), EngineError> {
@@ -258,6 +334,16 @@ fn push_all(
         commit(store, user, replica)?;
         for op in batch {
             let outcome = match side.push(op) {
+                Ok(PushOutcome::Created { item, .. })
+                    if replica.side(op.side).hub_for(&item).is_some_and(|other| other != op.hub) =>
+                {
+                    // The side's idempotent create found a copy carrying this contact's hub id
+                    // (a restored item linked to a contact of its own, not yet re-stamped):
+                    // never link one item to two contacts; the create is retried next run.
+                    tracing::warn!(user, side = %op.side, contact = %op.hub, %item, "create matched a copy linked elsewhere; retried next run");
+                    materialise::not_applied(replica, op.side, op.hub);
+                    PushOutcome::NotApplied
+                }
                 Ok(outcome) => {
                     materialise::record(replica, op, outcome.clone());
                     outcome
@@ -345,7 +431,7 @@ fn apply_settled(replica: &mut UserReplica, op: &PushOp, settled: Settled) -> Pu
 }
 
 /// Settle pushes a crash left unconfirmed (their intents), by reading each item back.
-pub fn recover(
+fn recover(
     store: &Store,
     user: &str,
     replica: &mut UserReplica,

@@ -156,9 +156,11 @@ pub fn record(replica: &mut UserReplica, op: &PushOp, outcome: PushOutcome) {
         PushOutcome::NotApplied => return,
         PushOutcome::Created { item, etag } => stamped_entry(Some(item), etag),
         PushOutcome::Updated { etag } => stamped_entry(op.item.clone(), etag),
-        PushOutcome::Deleted => {
-            SideEntry { item: None, etag: None, shadow: ContactFields::new(), base: op.heads.clone(), stamped: false }
-        }
+        // The link goes; the shadow and base stay as the side's last knowledge (see observe).
+        PushOutcome::Deleted => match replica.entry(op.side, op.hub) {
+            Some(e) => SideEntry { item: None, etag: None, stamped: false, ..e.clone() },
+            None => SideEntry::default(),
+        },
     };
     replica.set_entry(op.side, op.hub, entry);
     replica.set_intent(op.side, op.hub, None);

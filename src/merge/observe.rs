@@ -30,6 +30,7 @@ impl Merge<'_> {
         for (i, o) in observed.iter().enumerate() {
             last.insert(o.item.clone(), i);
         }
+        self.relink_moved_items(side, &observed, &last);
         let mut groups: BTreeMap<Heads, Vec<Pending>> = BTreeMap::new();
         let mut creates: Vec<(HubContactId, ItemId, SideItem)> = Vec::new();
         for (i, o) in observed.into_iter().enumerate() {
@@ -66,13 +67,9 @@ impl Merge<'_> {
         };
         self.replica.set_intent(side, hub, None);
         self.touched.insert(hub);
-        let after = SideEntry {
-            item: None,
-            etag: None,
-            shadow: ContactFields::new(),
-            base: entry.base.clone(),
-            stamped: false,
-        };
+        // The link goes; the shadow and base stay as the side's last knowledge of the
+        // contact, the baseline if the user brings the item back.
+        let after = SideEntry { item: None, etag: None, stamped: false, ..entry.clone() };
         let pending = Pending {
             hub,
             obj,
@@ -81,6 +78,37 @@ impl Merge<'_> {
             after,
         };
         groups.entry(entry.base).or_default().push(pending);
+    }
+
+    /// An item whose id changed (removed under its old id, reported under a new one
+    /// carrying the same hub id in the same batch, as a move or an export/import does) is
+    /// the same contact: the link moves to the new id instead of a delete plus a new contact
+    /// (SPEC X9).
+    fn relink_moved_items(&mut self, side: Side, observed: &[Observed], last: &HashMap<ItemId, usize>) {
+        let removed: HashMap<HubContactId, ItemId> = observed
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| last.get(&o.item) == Some(i) && o.change == ItemChange::Removed)
+            .filter_map(|(_, o)| self.replica.side(side).hub_for(&o.item).map(|h| (h, o.item.clone())))
+            .collect();
+        if removed.is_empty() {
+            return;
+        }
+        for (i, o) in observed.iter().enumerate() {
+            let ItemChange::Upsert(item) = &o.change else { continue };
+            let Some(hub) = item.stamp else { continue };
+            if last.get(&o.item) != Some(&i) || removed.get(&hub).is_none_or(|old| *old == o.item) {
+                continue;
+            }
+            if self.replica.side(side).hub_for(&o.item).is_some() {
+                continue;
+            }
+            if let Some(mut entry) = self.replica.entry(side, hub).cloned() {
+                entry.item = Some(o.item.clone());
+                self.replica.set_entry(side, hub, entry);
+                self.log.adopted.push((side, hub));
+            }
+        }
     }
 
     /// An unlinked item that carries a hub id the document knows (and that the side has not
@@ -93,19 +121,35 @@ impl Merge<'_> {
             return None; // a copy of a linked item: a new contact
         }
         match self.replica.side(side).intents.get(&hub) {
-            Some(Intent { kind: PushKind::Create, heads, fields, .. }) => {
+            // Our create reached the side: the item was made with these values.
+            Some(Intent { kind: PushKind::Create, heads, fields, attempted: true }) => {
                 entry.shadow = fields.clone();
                 entry.base = heads.clone();
             }
-            _ => {
+            // The side held the contact before (a restored item): what it held then is the
+            // baseline, so only what differs from that counts as the side's edit.
+            _ if !entry.base.is_empty() => {}
+            // No record of our push: the item is taken to hold the contact as the run found
+            // it (what it shows beyond that is the side's edit, concurrent with this run's
+            // other writes). A contact made earlier in this run is read as it is now.
+            _ if self.created.contains(&hub) || self.start_heads.is_empty() => {
                 entry.shadow = self.replica.doc.read(&obj, None).fields.restricted(set);
                 entry.base = self.replica.doc.heads();
+            }
+            _ => {
+                entry.shadow = self.replica.doc.read(&obj, Some(&self.start_heads)).fields.restricted(set);
+                entry.base = self.start_heads.clone();
             }
         }
         entry.item = Some(item_id.clone());
         entry.stamped = true;
         self.replica.set_entry(side, hub, entry);
         self.log.adopted.push((side, hub));
+        if self.replica.doc.read(&obj, None).deleted {
+            // The user brought back an item the hub had deleted (restored from Deleted
+            // Items, say): that is an edit after the delete, so the contact lives again.
+            self.restores.insert(hub);
+        }
         Some(hub)
     }
 
@@ -154,12 +198,22 @@ impl Merge<'_> {
         // on both sides is written at the side's base like any edit, so a later change by
         // the other side still meets it as a concurrent value (echoes of our own pushes
         // equal the shadow and write nothing; crashed pushes are settled by their intents).
-        let diff = fields.differing(&entry.shadow, set);
+        let mut diff: Vec<Slot> = fields.differing(&entry.shadow, set).into_iter().map(Slot::Field).collect();
+        if self.restores.contains(&hub) {
+            diff.push(Slot::Deleted);
+            self.log.resurrected.push(hub);
+        }
         if diff.is_empty() {
             self.replica.set_entry(side, hub, entry);
             return;
         }
-        let puts = diff.iter().map(|f| (Slot::Field(*f), encode(fields.get(*f)))).collect();
+        let puts = diff
+            .iter()
+            .map(|slot| match slot {
+                Slot::Field(f) => (*slot, encode(fields.get(*f))),
+                Slot::Deleted => (*slot, ScalarValue::Boolean(false)),
+            })
+            .collect();
         let base = entry.base.clone();
         entry.shadow = fields;
         let pending = Pending { hub, obj, puts, modified: item.modified.timestamp_millis(), after: entry };

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use automerge::{ChangeHash, ObjId, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef};
 use chrono::{DateTime, Utc};
 
-use super::doc::{decode, write_at, Author, DELETED};
+use super::doc::{decode, write_at, Author, Heads, DELETED};
 use super::state::UserReplica;
 use super::MergeError;
 use crate::model::{equivalent, Field, FieldSet, FieldValue, HubContactId, Side};
@@ -84,19 +84,26 @@ pub struct Merge<'a> {
     /// Change hashes this run committed, by the side whose observation they carry.
     pub(crate) hashes: HashMap<ChangeHash, Side>,
     pub(crate) created: HashSet<HubContactId>,
+    /// Contacts a side brought back (an adopted item onto a tombstone).
+    pub(crate) restores: HashSet<HubContactId>,
     pub(crate) touched: BTreeSet<HubContactId>,
     pub(crate) log: RunLog,
+    /// The document's heads when the run began.
+    pub(crate) start_heads: Heads,
 }
 
 impl<'a> Merge<'a> {
     /// Start a run's merge.
     pub fn new(replica: &'a mut UserReplica, ctx: RunCtx) -> Merge<'a> {
+        let start_heads = replica.doc.heads();
         Merge {
+            start_heads,
             replica,
             ctx,
             written: HashMap::new(),
             hashes: HashMap::new(),
             created: HashSet::new(),
+            restores: HashSet::new(),
             touched: BTreeSet::new(),
             log: RunLog::default(),
         }
@@ -142,7 +149,13 @@ impl<'a> Merge<'a> {
                     }
                 }
             }
-            if tombstone {
+            if self.restores.contains(hub) {
+                // A side brought the contact back this run: its `deleted = false` wins over
+                // any delete it is concurrent with.
+                if tombstone {
+                    puts.push((obj, DELETED, ScalarValue::Boolean(false)));
+                }
+            } else if tombstone {
                 if let Some(keep_deleted) = self.delete_decision(&obj)? {
                     deleted_decisions.push((*hub, obj, keep_deleted));
                 }

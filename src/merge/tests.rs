@@ -192,3 +192,50 @@ fn compaction_round_trip_keeps_document_and_bookkeeping() {
         "the CRM still lacks the new title"
     );
 }
+
+fn stamped_upsert(id: &str, hub: HubContactId, fields: ContactFields, modified: DateTime<Utc>) -> Observed {
+    Observed {
+        item: ItemId::from_trusted(id),
+        change: ItemChange::Upsert(SideItem { fields, modified, etag: None, stamp: Some(hub) }),
+    }
+}
+
+#[test]
+fn x9_an_item_whose_id_changed_keeps_its_contact() {
+    let (mut replica, hub) = synced();
+    let mut merge = Merge::new(&mut replica, RunCtx::all_fields(at(20)));
+    let moved = vec![
+        Observed { item: item(Side::Exchange), change: ItemChange::Removed },
+        stamped_upsert("exchange-moved", hub, jane().with_text(Field::JobTitle, "Partner"), at(19)),
+    ];
+    merge.observe(Side::Exchange, moved).unwrap();
+    merge.resolve().unwrap();
+    let log = merge.finish();
+    assert!(log.minted.is_empty(), "no new contact for a moved item");
+    let entry = replica.entry(Side::Exchange, hub).unwrap();
+    assert_eq!(entry.item.as_ref().map(ItemId::as_str), Some("exchange-moved"));
+    let obj = replica.doc.contact_obj(hub).unwrap();
+    let c = replica.doc.read(&obj, None);
+    assert!(!c.deleted);
+    assert_eq!(c.fields.get(Field::JobTitle).and_then(FieldValue::as_text), Some("Partner"));
+    let ops = materialise::plan(&mut replica, Side::Crm, FieldSet::all(), [hub]);
+    assert_eq!(ops.iter().map(|o| o.kind).collect::<Vec<_>>(), vec![PushKind::Update], "the CRM contact is kept");
+}
+
+#[test]
+fn c4_an_item_restored_after_its_delete_brings_the_contact_back() {
+    let (mut replica, hub) = synced();
+    let removed = Observed { item: item(Side::Exchange), change: ItemChange::Removed };
+    let (c, _) = run(&mut replica, hub, &[(Side::Exchange, removed)], 20);
+    assert!(c.deleted);
+    for op in materialise::plan(&mut replica, Side::Crm, FieldSet::all(), [hub]) {
+        materialise::record(&mut replica, &op, PushOutcome::Deleted);
+    }
+    // The user restores the Outlook item (a new id, the same stamps).
+    let restored = stamped_upsert("exchange-restored", hub, jane(), at(30));
+    let (c, log) = run(&mut replica, hub, &[(Side::Exchange, restored)], 40);
+    assert!(!c.deleted, "restoring is an edit after the delete");
+    assert_eq!(log.resurrected, vec![hub]);
+    let ops = materialise::plan(&mut replica, Side::Crm, FieldSet::all(), [hub]);
+    assert_eq!(ops.iter().map(|o| o.kind).collect::<Vec<_>>(), vec![PushKind::Create]);
+}

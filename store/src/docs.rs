@@ -64,7 +64,9 @@ pub fn stats(kv: &dyn Kv, user: &str) -> Result<DocStats> {
 
 /// The document's bytes: snapshot parts then chunks, in order.
 pub fn load(kv: &dyn Kv, user: &str, stats: &DocStats) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity((stats.snapshot_bytes + stats.chunk_bytes) as usize);
+    // Sized from the stored stats, but never trusted beyond 64 MiB up front.
+    let expected = stats.snapshot_bytes.saturating_add(stats.chunk_bytes).min(64 << 20);
+    let mut out = Vec::with_capacity(expected as usize);
     if stats.generation > 0 {
         for part in 0..stats.parts {
             let v = kv.get(Tree::Docs, &part_key(user, part))?.ok_or_else(|| crate::StoreError::Corrupt {

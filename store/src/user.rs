@@ -82,6 +82,9 @@ impl UserWrite {
 #[derive(Clone)]
 pub struct Store {
     kv: Arc<dyn Kv>,
+    /// Serialises writers: a commit reads the document's stats before its transaction, so
+    /// two writers must not interleave.
+    writer: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -103,7 +106,11 @@ impl Store {
 
     /// A store over any adapter.
     pub fn with_kv(kv: Arc<dyn Kv>) -> Store {
-        Store { kv }
+        Store { kv, writer: Arc::new(std::sync::Mutex::new(())) }
+    }
+
+    fn write_lock(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.writer.lock().map_err(|_| StoreError::Transaction("a writer panicked while holding the store".into()))
     }
 
     /// Load everything stored for `user`.
@@ -136,6 +143,7 @@ impl Store {
 
     /// Write one batch of a user's changes in one transaction; durable on return.
     pub fn commit(&self, user: &str, write: UserWrite) -> Result<DocStats> {
+        let _writer = self.write_lock()?;
         let kv = self.kv.as_ref();
         let mut batch = Batch::new();
         let mut stats = docs::stats(kv, user)?;
@@ -164,8 +172,9 @@ impl Store {
             }
         }
         for (kind, at, record) in &write.journal {
-            // Time, then a nonce: in order, and unique within a millisecond.
-            let k = key(&[user.as_bytes(), kind.as_bytes(), &at.to_be_bytes(), &journal_nonce()]);
+            // Time, then an id the store never handed out before: in order, and unique.
+            let id = kv.next_id()?;
+            let k = key(&[user.as_bytes(), kind.as_bytes(), &at.to_be_bytes(), &id.to_be_bytes()]);
             batch.put(Tree::Journal, k, codec::wrap(record));
         }
         kv.apply(&batch)?;
@@ -185,6 +194,7 @@ impl Store {
     /// Replace the user's snapshot and chunks with `snapshot` (a full `save()`), in one
     /// transaction.
     pub fn compact(&self, user: &str, snapshot: &[u8]) -> Result<DocStats> {
+        let _writer = self.write_lock()?;
         let kv = self.kv.as_ref();
         let mut batch = Batch::new();
         let old = docs::stats(kv, user)?;
@@ -205,6 +215,7 @@ impl Store {
 
     /// Set a setting; `user` `None` is the global scope.
     pub fn set_setting(&self, user: Option<&str>, name: &str, value: &[u8]) -> Result<()> {
+        let _writer = self.write_lock()?;
         let mut batch = Batch::new();
         batch.put(Tree::Settings, key(&[user.unwrap_or("").as_bytes(), name.as_bytes()]), codec::wrap(value));
         self.kv.apply(&batch)
@@ -225,14 +236,6 @@ fn scan_records<T: serde::de::DeserializeOwned>(
         out.push((utf8(tree, side)?, utf8(tree, hub)?, codec::decode(tree.name(), &v)?));
     }
     Ok(out)
-}
-
-/// Distinguishes journal records written in the same millisecond by different commits.
-fn journal_nonce() -> [u8; 8] {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let process = u64::from(std::process::id()) << 40;
-    (process | NEXT.fetch_add(1, Ordering::Relaxed)).to_be_bytes()
 }
 
 fn utf8(tree: Tree, bytes: &[u8]) -> Result<String> {

@@ -1,6 +1,7 @@
 //! The replica model test (issue 2, DESIGN "The core idea"), SPEC C1, C4, C5, N1, X2, X3.
 //!
-//! Property: for any interleaving of user creates, field edits and deletes on both sides,
+//! Property: for any interleaving of user creates, field edits, deletes and restores of
+//! deleted items (a new id, the old stamps) on both sides,
 //! sync runs with failed pushes and lost acknowledgements, crashes at any push (before or
 //! after the side applied it, dropping everything in memory and reopening the store) and
 //! expired cursors, two quiet runs bring both sides and the document to the same contacts:
@@ -11,7 +12,11 @@
 //! - no edit is lost: where a field's final value is not its last edit, a conflict was
 //!   recorded for that contact and field;
 //! - no contact disappears unless some side deleted it, and a delete made by a side that
-//!   had seen every edit (and after which the other side did not edit) stands.
+//!   had seen every edit (and after which the other side did not edit) stands;
+//! - a contact deleted and live again has a recorded resurrection.
+//!
+//! An edit is what changed an item relative to what the hub last knew the side held; an
+//! edit the side itself deleted before any run pulled it is superseded by that delete.
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,13 +33,39 @@ const FIELDS: [Field; 6] =
 
 #[derive(Clone, Debug)]
 enum Op {
-    Create { side: Side, values: Vec<(usize, u8)> },
-    Edit { side: Side, pick: usize, field: usize, value: Option<u8> },
-    Delete { side: Side, pick: usize },
-    Run { faults: [Vec<Option<Fault>>; 2] },
-    Crash { side: Side, at: usize, after: bool },
-    SideDown { side: Side },
-    ExpireCursor { side: Side },
+    Create {
+        side: Side,
+        values: Vec<(usize, u8)>,
+    },
+    Edit {
+        side: Side,
+        pick: usize,
+        field: usize,
+        value: Option<u8>,
+    },
+    Delete {
+        side: Side,
+        pick: usize,
+    },
+    /// The user brings back an item they deleted, with its stamps, under a new id.
+    Restore {
+        side: Side,
+        pick: usize,
+    },
+    Run {
+        faults: [Vec<Option<Fault>>; 2],
+    },
+    Crash {
+        side: Side,
+        at: usize,
+        after: bool,
+    },
+    SideDown {
+        side: Side,
+    },
+    ExpireCursor {
+        side: Side,
+    },
 }
 
 fn value(field: Field, v: u8) -> FieldValue {
@@ -63,6 +94,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (side(), any::<usize>(), 0..FIELDS.len(), prop::option::weighted(0.8, any::<u8>()))
             .prop_map(|(side, pick, field, value)| Op::Edit { side, pick, field, value }),
         2 => (side(), any::<usize>()).prop_map(|(side, pick)| Op::Delete { side, pick }),
+        1 => (side(), any::<usize>()).prop_map(|(side, pick)| Op::Restore { side, pick }),
         4 => (faults(), faults()).prop_map(|(a, b)| Op::Run { faults: [a, b] }),
         1 => (side(), 0..4usize, any::<bool>()).prop_map(|(side, at, after)| Op::Crash { side, at, after }),
         1 => side().prop_map(|side| Op::SideDown { side }),
@@ -76,11 +108,17 @@ struct Edit {
     field: Field,
     value: Option<FieldValue>,
     at: i64,
+    /// The contact the hub linked the item to when it pulled the edit.
+    hub: Option<HubContactId>,
 }
 
 struct Delete {
     /// The contact, by the item's stamp or the hub's link at the time of the delete.
     hub: Option<HubContactId>,
+    side: Side,
+    /// The item as it was, for a restore.
+    gone: Option<synchub::engine::memory::MemItem>,
+    restored: bool,
 }
 
 struct Harness {
@@ -90,6 +128,9 @@ struct Harness {
     /// Edits a run pulled.
     edits: Vec<Edit>,
     deletes: Vec<Delete>,
+    /// Items users brought back: one restored while the hub had re-created its contact is
+    /// a second copy the user made, and gets a hub id of its own.
+    restored_items: HashSet<(Side, ItemId)>,
     /// Deletes judged informed, by contact; voided when the other side edits it later.
     informed: HashMap<HubContactId, Side>,
 }
@@ -105,21 +146,20 @@ impl Harness {
     }
 
     fn apply(&mut self, op: Op) {
-        if std::env::var("DEBUG_CASE").is_ok() {
-            eprintln!("OP {op:?}");
-            for side in Side::BOTH {
-                for (id, it) in self.world.sides[side.index()].items() {
-                    eprintln!("   {side} {id} {:?} {:?}", it.stamp.map(|s| s.to_string()), it.fields);
-                }
-            }
-        }
         match op {
             Op::Create { side, values } => {
                 let fields: ContactFields = values.iter().map(|(f, v)| (FIELDS[*f], value(FIELDS[*f], *v))).collect();
                 let item = self.world.side(side).user_create(fields.clone());
                 let at = self.now();
                 for (f, v) in fields.iter() {
-                    self.pending.push(Edit { side, item: item.clone(), field: f, value: Some(v.clone()), at });
+                    self.pending.push(Edit {
+                        side,
+                        item: item.clone(),
+                        field: f,
+                        value: Some(v.clone()),
+                        at,
+                        hub: None,
+                    });
                 }
             }
             Op::Edit { side, pick, field, value: v } => {
@@ -135,13 +175,13 @@ impl Harness {
                 if let Some(hub) = self.world.sides[side.index()].items()[&item].stamp {
                     self.informed.retain(|h, deleter| !(*h == hub && *deleter != side));
                 }
-                self.pending.push(Edit { side, item, field, value: v, at });
+                self.pending.push(Edit { side, item, field, value: v, at, hub: None });
             }
             Op::Delete { side, pick } => {
                 let Some(item) = self.pick(side, pick) else { return };
                 let informed = self.is_informed(side, &item);
                 let hub = self.hub_of(side, &item);
-                self.world.side(side).user_delete(&item);
+                let gone = self.world.side(side).user_delete(&item);
                 // The side's own edits of the item that no run pulled are superseded by its
                 // delete: the hub never saw them.
                 self.pending.retain(|e| !(e.side == side && e.item == item));
@@ -151,7 +191,60 @@ impl Harness {
                 if let (true, Some(hub)) = (informed, hub) {
                     self.informed.insert(hub, side);
                 }
-                self.deletes.push(Delete { hub });
+                self.deletes.push(Delete { hub, side, gone, restored: false });
+            }
+            Op::Restore { side, pick } => {
+                // Only a true restore: no other item of the side carries the contact's stamp
+                // (restoring a second copy of a live contact is out of this model).
+                let stamps: HashSet<HubContactId> =
+                    self.world.sides[side.index()].items().values().filter_map(|it| it.stamp).collect();
+                let candidates: Vec<usize> = (0..self.deletes.len())
+                    .filter(|i| {
+                        let d = &self.deletes[*i];
+                        let stamp = d.gone.as_ref().and_then(|g| g.stamp);
+                        d.side == side && !d.restored && stamp.is_some_and(|s| !stamps.contains(&s))
+                    })
+                    .collect();
+                if candidates.is_empty() {
+                    return;
+                }
+                let d = &mut self.deletes[candidates[pick % candidates.len()]];
+                d.restored = true;
+                let (hub, gone) = (d.hub, d.gone.clone());
+                if let Some(gone) = gone {
+                    // What the restored item holds beyond what the hub last knew of the
+                    // contact on this side counts as the user's edits, made now.
+                    // (That is what the side last held of it; a side that never held it is
+                    // compared with the document as it stands.)
+                    let known = hub.and_then(|h| {
+                        let replica = self.world.replica();
+                        match replica.entry(side, h) {
+                            Some(e) if !e.base.is_empty() => Some(e.shadow.clone()),
+                            _ => replica.doc.contact_obj(h).map(|obj| replica.doc.read(&obj, None).fields),
+                        }
+                    });
+                    let fields = gone.fields.clone();
+                    let id = self.world.side(side).user_restore(gone);
+                    let at = self.now();
+                    for f in FIELDS {
+                        let was = known.as_ref().and_then(|k| k.get(f));
+                        if !equivalent(f, fields.get(f), was) {
+                            self.pending.push(Edit {
+                                side,
+                                item: id.clone(),
+                                field: f,
+                                value: fields.get(f).cloned(),
+                                at,
+                                hub: None,
+                            });
+                        }
+                    }
+                    self.restored_items.insert((side, id));
+                }
+                // Bringing the contact back is an edit after any delete of it.
+                if let Some(hub) = hub {
+                    self.informed.remove(&hub);
+                }
             }
             Op::Run { faults } => {
                 for (s, f) in Side::BOTH.into_iter().zip(faults) {
@@ -159,20 +252,33 @@ impl Harness {
                 }
                 self.observe(&Side::BOTH);
                 self.world.run();
+                self.link_observed();
             }
             Op::Crash { side, at, after } => {
                 // Crashes strike at pushes, after the observations were committed.
                 self.observe(&Side::BOTH);
                 self.world.crash_run(side, at, after);
+                self.link_observed();
             }
             Op::SideDown { side } => {
                 self.observe(&[side.other()]);
                 self.world.side(side).down = true;
                 self.world.run();
                 self.world.side(side).down = false;
+                self.link_observed();
             }
             Op::ExpireCursor { side } => self.world.side(side).expire_cursors(),
         }
+    }
+
+    /// After a run: the contact each pulled edit landed in, by the hub's link (a restored copy
+    /// may still carry the stamp of the contact it was copied from).
+    fn link_observed(&mut self) {
+        let mut edits = std::mem::take(&mut self.edits);
+        for e in edits.iter_mut().filter(|e| e.hub.is_none()) {
+            e.hub = self.hub_of(e.side, &e.item);
+        }
+        self.edits = edits;
     }
 
     /// A run is about to pull `sides`: their users' edits become visible to the hub, as far
@@ -185,12 +291,22 @@ impl Harness {
         for e in now {
             let Some(item) = self.world.sides[e.side.index()].items().get(&e.item).cloned() else { continue };
             let current = item.fields.get(e.field).cloned();
+            let live_items: HashSet<ItemId> = self.world.sides[e.side.index()].items().keys().cloned().collect();
             let replica = self.world.replica();
-            let believed = replica
-                .side(e.side)
-                .hub_for(&e.item)
-                .and_then(|h| replica.entry(e.side, h))
-                .map(|en| en.shadow.get(e.field).cloned());
+            // What the hub believes the item holds: its shadow when linked; for an unlinked
+            // item carrying a stamp (a restored one), what the side last held of that contact.
+            let hub = replica.side(e.side).hub_for(&e.item);
+            let believed = match hub {
+                Some(h) => replica.entry(e.side, h).map(|en| en.shadow.get(e.field).cloned()),
+                None => {
+                    // The contact the stamp names, unless its item still exists on this side
+                    // (then this is a copy, and new).
+                    item.stamp
+                        .and_then(|h| replica.entry(e.side, h))
+                        .filter(|en| !en.base.is_empty() && en.item.as_ref().is_none_or(|i| !live_items.contains(i)))
+                        .map(|en| en.shadow.get(e.field).cloned())
+                }
+            };
             let visible = match believed {
                 Some(b) => !equivalent(e.field, b.as_ref(), current.as_ref()),
                 None => true,
@@ -205,11 +321,20 @@ impl Harness {
     /// current op of the contact, and the other side holds no edit the hub has not pulled.
     fn is_informed(&mut self, side: Side, item: &ItemId) -> bool {
         let Some(hub) = self.world.sides[side.index()].items()[item].stamp else { return false };
-        let other_item = self.world.sides[side.other().index()]
+        // Another item of this side carrying the same stamp (a restored copy) lives on as
+        // the contact: deleting this one does not delete the contact.
+        if self.world.sides[side.index()].items().iter().any(|(id, it)| id != item && it.stamp == Some(hub)) {
+            return false;
+        }
+        // Every item of the other side carrying the contact's stamp: exactly the one the hub
+        // links, unchanged since the hub pulled it (a second one, such as a restored copy the
+        // hub has not seen, is a change it has not seen either).
+        let others: Vec<(ItemId, ContactFields)> = self.world.sides[side.other().index()]
             .items()
             .iter()
-            .find(|(_, it)| it.stamp == Some(hub))
-            .map(|(_, it)| it.fields.clone());
+            .filter(|(_, it)| it.stamp == Some(hub))
+            .map(|(id, it)| (id.clone(), it.fields.clone()))
+            .collect();
         let replica = self.world.replica();
         let Some(obj) = replica.doc.contact_obj(hub) else { return false };
         let (Some(entry), Some(other_entry)) = (replica.entry(side, hub), replica.entry(side.other(), hub)) else {
@@ -221,8 +346,10 @@ impl Harness {
         {
             return false;
         }
-        let Some(other_item) = other_item else { return false };
-        if !other_item.equivalent_on(&other_entry.shadow, synchub::model::FieldSet::all()) {
+        let [(other_id, other_item)] = others.as_slice() else { return false };
+        if other_entry.item.as_ref() != Some(other_id)
+            || !other_item.equivalent_on(&other_entry.shadow, synchub::model::FieldSet::all())
+        {
             return false;
         }
         let doc = replica.doc.automerge();
@@ -238,15 +365,17 @@ impl Harness {
         })
     }
 
-    /// The contact an item belongs to: its stamp, else the hub's link to it.
+    /// The contact an item belongs to: the hub's link to it, else its stamp (a restored copy
+    /// carries the stamp of the contact it was copied from until the hub links it anew).
     fn hub_of(&mut self, side: Side, item: &ItemId) -> Option<HubContactId> {
-        let stamped = self.world.sides[side.index()].stamp_history.get(item).and_then(|h| h.last().copied());
-        stamped.or_else(|| self.world.replica().side(side).hub_for(item))
+        let linked = self.world.replica().side(side).hub_for(item);
+        linked.or_else(|| self.world.sides[side.index()].stamp_history.get(item).and_then(|h| h.last().copied()))
     }
 
     fn check(mut self) -> Result<(), TestCaseError> {
         self.observe(&Side::BOTH);
         self.world.run();
+        self.link_observed();
         self.world.run();
         let heads = self.world.replica().doc.heads();
         let quiet = self.world.run();
@@ -281,6 +410,9 @@ impl Harness {
                 );
             }
             for (item, stamps) in &self.world.sides[side.index()].stamp_history {
+                if self.restored_items.contains(&(side, item.clone())) {
+                    continue;
+                }
                 prop_assert!(stamps.len() == 1, "{side} item {item} was stamped with several hub ids: a duplicate");
             }
         }
@@ -298,7 +430,7 @@ impl Harness {
         let conflicts: HashSet<(HubContactId, Field)> =
             conflicts(&self.world.store, USER).expect("conflicts").into_iter().map(|c| (c.contact, c.field)).collect();
         let edits = std::mem::take(&mut self.edits);
-        let hubs: Vec<_> = edits.iter().map(|e| self.hub_of(e.side, &e.item)).collect();
+        let hubs: Vec<_> = edits.iter().map(|e| e.hub.or_else(|| self.hub_of(e.side, &e.item))).collect();
         let mut last: HashMap<(HubContactId, Field), &Edit> = HashMap::new();
         for (e, hub) in edits.iter().zip(hubs) {
             let Some(hub) = hub else { continue };
@@ -308,6 +440,10 @@ impl Harness {
             }
         }
         let deleted: HashSet<HubContactId> = self.deletes.iter().filter_map(|d| d.hub).collect();
+        let unrestored: HashSet<HubContactId> =
+            self.deletes.iter().filter(|d| !d.restored).filter_map(|d| d.hub).collect();
+        let restored: HashSet<HubContactId> =
+            self.deletes.iter().filter(|d| d.restored).filter_map(|d| d.hub).collect();
         for ((hub, field), e) in &last {
             match live.get(hub) {
                 Some(fields) => {
@@ -330,6 +466,17 @@ impl Harness {
                 }
             }
         }
+        let resurrected: HashSet<HubContactId> = synchub::engine::resurrections(&self.world.store, USER)
+            .expect("resurrections")
+            .into_iter()
+            .map(|r| r.contact)
+            .collect();
+        for hub in live.keys().filter(|h| unrestored.contains(h) && !restored.contains(h)) {
+            prop_assert!(
+                resurrected.contains(hub),
+                "{hub} was deleted and is live again, but no resurrection was recorded"
+            );
+        }
         for (hub, deleter) in &self.informed {
             prop_assert!(
                 !live.contains_key(hub),
@@ -347,6 +494,7 @@ fn run_case(on_disk: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
         edits: Vec::new(),
         deletes: Vec::new(),
         informed: HashMap::new(),
+        restored_items: HashSet::new(),
     };
     for op in ops {
         h.apply(op);

@@ -89,9 +89,13 @@ impl World {
     /// One run for the user; the replica is loaded from the store when a crash dropped it.
     pub fn run(&mut self) -> RunReport {
         let opts = self.options();
-        let replica = self.replica.get_or_insert_with(|| UserReplica::load(&self.store, USER).expect("load replica"));
+        let replica = match self.replica.take() {
+            Some(r) => r,
+            None => UserReplica::load(&self.store, USER).expect("load replica"),
+        };
         let [ex, crm] = &mut self.sides;
-        let report = run_user(&self.store, USER, replica, [ex, crm], opts).expect("run");
+        let (replica, report) = run_user(&self.store, USER, replica, [ex, crm], opts).expect("run");
+        self.replica = Some(replica);
         for s in &mut self.sides {
             s.clear_faults();
         }
@@ -107,7 +111,10 @@ impl World {
         script.push(Some(fault));
         self.side(side).script(script);
         let opts = self.options();
-        let replica = self.replica.get_or_insert_with(|| UserReplica::load(&self.store, USER).expect("load replica"));
+        let replica = match self.replica.take() {
+            Some(r) => r,
+            None => UserReplica::load(&self.store, USER).expect("load replica"),
+        };
         let [ex, crm] = &mut self.sides;
         quiet_simulated_crashes();
         let outcome = catch_unwind(AssertUnwindSafe(|| run_user(&self.store, USER, replica, [ex, crm], opts)));
@@ -129,10 +136,9 @@ impl World {
             self.store = reopen(dir.path());
         }
         let opts = self.options();
-        let mut replica = UserReplica::load(&self.store, USER).expect("load replica");
         let [ex, crm] = &mut self.sides;
         let mut sides: [&mut dyn synchub::engine::ContactReplica; 2] = [ex, crm];
-        synchub::engine::recover(&self.store, USER, &mut replica, &mut sides, &opts.ctx).expect("recover");
+        let replica = synchub::engine::open_user(&self.store, USER, &mut sides, &opts.ctx).expect("open user");
         self.replica = Some(replica);
     }
 

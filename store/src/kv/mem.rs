@@ -13,6 +13,7 @@ type Data = BTreeMap<(Tree, Vec<u8>), Vec<u8>>;
 #[derive(Clone, Debug, Default)]
 pub struct MemKv {
     data: Arc<Mutex<Data>>,
+    ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemKv {
@@ -54,5 +55,9 @@ impl Kv for MemKv {
             };
         }
         Ok(())
+    }
+
+    fn next_id(&self) -> Result<u64> {
+        Ok(self.ids.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
     }
 }

@@ -93,4 +93,6 @@ pub trait Kv: Send + Sync + 'static {
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Apply a batch atomically and durably.
     fn apply(&self, batch: &Batch) -> Result<()>;
+    /// A number never handed out before by this store, also across restarts.
+    fn next_id(&self) -> Result<u64>;
 }

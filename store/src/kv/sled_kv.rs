@@ -70,4 +70,8 @@ impl Kv for SledKv {
         self.db.flush()?;
         Ok(())
     }
+
+    fn next_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
 }

@@ -27,6 +27,9 @@ pub fn suite(kv: &dyn Kv) {
     assert_eq!(kv.get(Tree::Contacts, b"u1/b").expect("get"), None);
     assert_eq!(kv.scan_prefix(Tree::Contacts, b"u3").expect("scan"), vec![]);
     kv.apply(&Batch::new()).expect("empty batch is fine");
+
+    let (a, b) = (kv.next_id().expect("id"), kv.next_id().expect("id"));
+    assert!(b > a, "ids increase");
 }
 
 #[test]
@@ -51,4 +54,15 @@ fn sled_keeps_committed_batches_across_reopen() {
     }
     let kv = SledKv::open(dir.path()).expect("reopen");
     assert_eq!(kv.get(Tree::Settings, b"k").expect("get"), Some(b"v".to_vec()));
+}
+
+#[test]
+fn sled_ids_keep_increasing_across_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = {
+        let kv = SledKv::open(dir.path()).expect("open");
+        (0..10).map(|_| kv.next_id().expect("id")).max().expect("ten ids")
+    };
+    let kv = SledKv::open(dir.path()).expect("reopen");
+    assert!(kv.next_id().expect("id") > first);
 }
