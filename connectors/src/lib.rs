@@ -6,12 +6,15 @@
 //! [`ErrorKind`] the engine branches on (retry after a wait, resync from scratch, read back,
 //! give up for this run), the way vstorage does.
 //!
-//! Status: the error vocabulary is here; the Graph client (issue 3) and the CRM client
-//! (issue 4), with their emulators, come next.
+//! Status: the error vocabulary and the CRM's wire types with their parser ([`crm::wire`])
+//! are here; the Graph client (issue 3) and the CRM client (issue 4), with their emulators,
+//! come next.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod crm;
 
 use std::fmt;
 use std::time::Duration;
