@@ -8,6 +8,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use super::{Batch, Kv, Tree};
 use crate::{Result, StoreError};
 
+/// sled segment size (sled's default is 512 KiB).
+const SEGMENT_BYTES: usize = 64 * 1024;
+
 /// sled-backed key-value store. sled locks its directory: one process at a time.
 #[derive(Clone, Debug)]
 pub struct SledKv {
@@ -20,7 +23,7 @@ impl SledKv {
     pub fn open(dir: &Path) -> Result<Self> {
         // Every batch is flushed before `apply` returns, so sled needs no background
         // flusher (and closing the store releases its directory lock at once).
-        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
+        let db = sled::Config::new().path(dir).flush_every_ms(None).segment_size(SEGMENT_BYTES).open()?;
         let trees = Tree::ALL.iter().map(|t| db.open_tree(t.name())).collect::<Result<Vec<_>, _>>()?;
         Ok(SledKv { db, trees })
     }
