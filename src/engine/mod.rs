@@ -162,7 +162,7 @@ fn run(
     for (side, p) in &mut pulled {
         let mut items = std::mem::take(&mut p.items);
         if p.full {
-            items.extend(vanished(merge_replica(&merge), *side, &items));
+            items.extend(vanished(merge.replica(), *side, &items));
         }
         merge.observe(*side, items)?;
     }
@@ -224,10 +224,6 @@ fn run(
         push_all(store, user, replica, *s, &ops, opts.ctx.fields[side.index()], &mut report)?;
     }
     Ok(report)
-}
-
-fn merge_replica<'a>(merge: &'a Merge<'_>) -> &'a UserReplica {
-    merge.replica()
 }
 
 /// Linked items a full listing no longer shows: they were deleted.
