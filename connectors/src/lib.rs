@@ -15,6 +15,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod crm;
+#[cfg(feature = "emulators")]
+pub mod emulators;
 
 use std::fmt;
 use std::time::Duration;

@@ -1,0 +1,5 @@
+//! The CRM emulator (shared/CRM_API.md).
+
+mod state;
+
+pub use state::{CrmError, CrmState, EntryPatch};
