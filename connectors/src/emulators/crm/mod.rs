@@ -2,4 +2,4 @@
 
 mod state;
 
-pub use state::{CrmError, CrmState, EntryPatch};
+pub use state::{AppointmentFilter, CrmError, CrmState, EntryPatch};

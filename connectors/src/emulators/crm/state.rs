@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::crm::wire::{Appointment, Contact, Entry, FeedPage, Proxy, User};
 use crate::crm::wire::{Change, ChangeOp};
-use crate::crm::wire::{Contact, Entry, FeedPage};
 
 /// Longest string the CRM takes, but notes.
 pub const MAX_STRING: usize = 4 * 1024;
@@ -60,6 +60,10 @@ pub struct CrmState {
     lists: BTreeMap<String, BTreeMap<String, Entry>>,
     feeds: BTreeMap<String, Vec<String>>,
     feed_floor: BTreeMap<String, usize>,
+    users: BTreeMap<String, User>,
+    /// user -> the users who are its proxies.
+    proxies: BTreeMap<String, BTreeSet<String>>,
+    appointments: BTreeMap<String, Appointment>,
     next_id: u64,
     now: String,
 }
@@ -266,6 +270,136 @@ impl CrmState {
     pub fn contact(&self, cid: &str) -> Option<&Contact> {
         self.contacts.get(cid)
     }
+
+    /// Add (or replace) a CRM user.
+    pub fn put_user(&mut self, user: User) {
+        self.users.insert(user.id.clone(), user);
+    }
+
+    /// Make `proxy` a proxy of `user` (read-only access to `user`'s non-Private contacts).
+    pub fn add_proxy(&mut self, user: &str, proxy: &str) {
+        self.proxies.entry(user.to_string()).or_default().insert(proxy.to_string());
+    }
+
+    /// `GET /api/users`.
+    pub fn users(&self) -> Vec<User> {
+        self.users.values().cloned().collect()
+    }
+
+    /// `GET /api/users/{uid}/proxies`.
+    pub fn proxies(&self, user: &str) -> Result<Vec<Proxy>, CrmError> {
+        if !self.users.contains_key(user) {
+            return Err(CrmError::not_found("user"));
+        }
+        Ok(self.proxies.get(user).into_iter().flatten().map(|p| Proxy { user_id: p.clone() }).collect())
+    }
+
+    /// `POST /api/appointments`: idempotent on `external_ref` (`false`: it existed).
+    pub fn create_appointment(&mut self, mut appt: Appointment) -> Result<(Appointment, bool), CrmError> {
+        validate_appointment(&appt)?;
+        if let Some(existing) = self.appointments.values().find(|a| a.external_ref == appt.external_ref) {
+            return Ok((existing.clone(), false));
+        }
+        appt.appointment_id = format!("A{:06}", self.next_id);
+        self.next_id += 1;
+        appt.version = 1;
+        appt.updated_at = self.now.clone();
+        self.appointments.insert(appt.appointment_id.clone(), appt.clone());
+        Ok((appt, true))
+    }
+
+    /// `PUT /api/appointments/{aid}` with `If-Match`.
+    pub fn update_appointment(
+        &mut self,
+        aid: &str,
+        if_match: u64,
+        mut appt: Appointment,
+    ) -> Result<Appointment, CrmError> {
+        validate_appointment(&appt)?;
+        let current = self.appointments.get(aid).ok_or_else(|| CrmError::not_found("appointment"))?;
+        if current.version != if_match {
+            return Err(CrmError::version(current.version));
+        }
+        appt.appointment_id = aid.to_string();
+        appt.version = current.version + 1;
+        appt.updated_at = self.now.clone();
+        self.appointments.insert(aid.to_string(), appt.clone());
+        Ok(appt)
+    }
+
+    /// `GET /api/appointments/{aid}`.
+    pub fn appointment(&self, aid: &str) -> Result<Appointment, CrmError> {
+        self.appointments.get(aid).cloned().ok_or_else(|| CrmError::not_found("appointment"))
+    }
+
+    /// `GET /api/appointments?contact_id=&organizer_user_id=&attendee_user_id=&from=&to=`
+    /// (`from`/`to` compare RFC 3339 instants as text: the appointment overlaps [from, to)).
+    pub fn appointments(&self, filter: &AppointmentFilter) -> Vec<Appointment> {
+        self.appointments
+            .values()
+            .filter(|a| {
+                filter.contact_id.as_ref().is_none_or(|c| a.attendees.iter().any(|t| t.contact_id.as_ref() == Some(c)))
+            })
+            .filter(|a| filter.organizer_user_id.as_ref().is_none_or(|o| &a.organizer_user_id == o))
+            .filter(|a| {
+                filter
+                    .attendee_user_id
+                    .as_ref()
+                    .is_none_or(|u| a.attendees.iter().any(|t| t.user_id.as_ref() == Some(u)))
+            })
+            .filter(|a| filter.from.as_ref().is_none_or(|f| a.end.as_str() > f.as_str()))
+            .filter(|a| filter.to.as_ref().is_none_or(|t| a.start.as_str() < t.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// An edit made inside the CRM, bypassing the API (appointments cannot be edited there;
+    /// this is the drift synchub must overwrite, SPEC K6).
+    pub fn drift_appointment(&mut self, aid: &str, subject: &str) -> Result<(), CrmError> {
+        let a = self.appointments.get_mut(aid).ok_or_else(|| CrmError::not_found("appointment"))?;
+        a.subject = subject.to_string();
+        a.version += 1;
+        Ok(())
+    }
+}
+
+/// Filters of the appointment list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppointmentFilter {
+    /// An attendee's CRM contact.
+    pub contact_id: Option<String>,
+    /// The organizer.
+    pub organizer_user_id: Option<String>,
+    /// An attendee who is a user.
+    pub attendee_user_id: Option<String>,
+    /// Ends after this instant.
+    pub from: Option<String>,
+    /// Starts before this instant.
+    pub to: Option<String>,
+}
+
+fn validate_appointment(a: &Appointment) -> Result<(), CrmError> {
+    for (field, v) in [
+        ("external_ref", &a.external_ref),
+        ("organizer_user_id", &a.organizer_user_id),
+        ("subject", &a.subject),
+        ("start", &a.start),
+        ("end", &a.end),
+        ("location", &a.location),
+    ] {
+        check_len(field, v, MAX_STRING)?;
+    }
+    if a.external_ref.is_empty() {
+        return Err(CrmError::invalid("`external_ref` is required"));
+    }
+    if a.end < a.start {
+        return Err(CrmError::invalid("`end` is before `start`"));
+    }
+    for (i, t) in a.attendees.iter().enumerate() {
+        check_len(&format!("attendees[{i}].email"), &t.email, MAX_STRING)?;
+        check_len(&format!("attendees[{i}].name"), &t.name, MAX_STRING)?;
+    }
+    Ok(())
 }
 
 /// Where a feed reader stands.
@@ -464,6 +598,77 @@ mod tests {
         crm.expire_cursors("u1");
         assert_eq!(crm.list_changes("u1", Some(&cursor), 10).unwrap_err().status, 410);
         assert_eq!(crm.list_changes("u1", Some("garbage"), 10).unwrap_err().code, "cursor_expired");
+    }
+
+    fn meeting(external_ref: &str) -> Appointment {
+        Appointment {
+            appointment_id: String::new(),
+            version: 0,
+            external_ref: external_ref.into(),
+            organizer_user_id: "u1".into(),
+            subject: "Quarterly review".into(),
+            start: "2026-12-01T10:00:00Z".into(),
+            end: "2026-12-01T11:00:00Z".into(),
+            all_day: false,
+            location: "Room 4".into(),
+            status: crate::crm::wire::AppointmentStatus::Scheduled,
+            attendees: vec![crate::crm::wire::Attendee {
+                email: "jane@acme.com".into(),
+                name: "Jane".into(),
+                contact_id: Some("C000001".into()),
+                user_id: None,
+            }],
+            flagged_by: vec!["u1".into()],
+            updated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn appointments_are_idempotent_conditional_searchable_and_can_drift() {
+        let mut crm = CrmState::new("t0");
+        let (a, created) = crm.create_appointment(meeting("ical-1")).unwrap();
+        assert!(created);
+        let (b, created) = crm.create_appointment(meeting("ical-1")).unwrap();
+        assert!(!created);
+        assert_eq!(a.appointment_id, b.appointment_id);
+        let mut moved = meeting("ical-1");
+        moved.location = "Room 5".into();
+        assert_eq!(crm.update_appointment(&a.appointment_id, 9, moved.clone()).unwrap_err().status, 412);
+        let updated = crm.update_appointment(&a.appointment_id, 1, moved).unwrap();
+        assert_eq!((updated.version, updated.location.as_str()), (2, "Room 5"));
+        crm.drift_appointment(&a.appointment_id, "Edited in the CRM").unwrap();
+        assert_eq!(crm.appointment(&a.appointment_id).unwrap().subject, "Edited in the CRM");
+        let by_contact = AppointmentFilter { contact_id: Some("C000001".into()), ..AppointmentFilter::default() };
+        assert_eq!(crm.appointments(&by_contact).len(), 1);
+        let december = AppointmentFilter {
+            from: Some("2026-12-01T00:00:00Z".into()),
+            to: Some("2026-12-02T00:00:00Z".into()),
+            ..AppointmentFilter::default()
+        };
+        assert_eq!(crm.appointments(&december).len(), 1);
+        let january = AppointmentFilter { from: Some("2027-01-01T00:00:00Z".into()), ..AppointmentFilter::default() };
+        assert!(crm.appointments(&january).is_empty());
+        let mut backwards = meeting("ical-2");
+        backwards.end = "2026-11-30T00:00:00Z".into();
+        assert!(crm.create_appointment(backwards).unwrap_err().message.contains("before"));
+    }
+
+    #[test]
+    fn users_and_proxies() {
+        let mut crm = CrmState::new("t0");
+        for id in ["u1", "u2"] {
+            crm.put_user(User {
+                id: id.into(),
+                login: id.into(),
+                email: format!("{id}@firm.example"),
+                display_name: id.to_uppercase(),
+            });
+        }
+        crm.add_proxy("u1", "u2");
+        assert_eq!(crm.users().len(), 2);
+        assert_eq!(crm.proxies("u1").unwrap(), vec![Proxy { user_id: "u2".into() }]);
+        assert!(crm.proxies("u2").unwrap().is_empty());
+        assert_eq!(crm.proxies("nobody").unwrap_err().status, 404);
     }
 
     mod feed_property {
