@@ -1,0 +1,424 @@
+//! The CRM emulator's HTTP face: CRM_API.md's routes over [`CrmState`], bearer-token auth,
+//! the contract's body limit, errors as `{"error": {"code", "message"}}`, and faults a
+//! test can queue (an error status, 429 with `Retry-After`, latency).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::state::{AppointmentFilter, CrmError, CrmState, EntryPatch};
+use crate::crm::wire::{self, Appointment, Contact, ErrorBody, ErrorDetail, MAX_BODY_BYTES};
+
+/// A fault for the next request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Answer this status (e.g. 503) without doing anything.
+    Status(u16),
+    /// Answer 429 with `Retry-After` in seconds.
+    Throttle { retry_after_secs: f64 },
+    /// Wait, then serve the request.
+    Delay(Duration),
+}
+
+/// The emulator: its state, the token it accepts and the queued faults.
+#[derive(Clone)]
+pub struct CrmEmulator {
+    state: Arc<Mutex<CrmState>>,
+    faults: Arc<Mutex<VecDeque<Fault>>>,
+    token: Arc<String>,
+}
+
+impl CrmEmulator {
+    /// An emulator over `state`, accepting `Authorization: Bearer <token>`.
+    pub fn new(state: CrmState, token: &str) -> CrmEmulator {
+        CrmEmulator {
+            state: Arc::new(Mutex::new(state)),
+            faults: Arc::new(Mutex::new(VecDeque::new())),
+            token: Arc::new(token.to_string()),
+        }
+    }
+
+    /// The state, for seeding and for side-channel edits in tests.
+    pub fn state(&self) -> MutexGuard<'_, CrmState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queue faults for the next requests, in order.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).extend(faults);
+    }
+
+    /// The router; serve it with `axum::serve`.
+    pub fn router(&self) -> Router {
+        let api = Router::new()
+            .route("/api/users", get(users))
+            .route("/api/users/{uid}/proxies", get(proxies))
+            .route("/api/users/{uid}/list/changes", get(list_changes))
+            .route("/api/users/{uid}/list", post(create_in_list))
+            .route("/api/users/{uid}/list/{cid}", put(add_to_list).patch(patch_entry).delete(remove_from_list))
+            .route("/api/contacts", get(contacts_by_email))
+            .route("/api/contacts/{cid}", put(update_contact))
+            .route("/api/appointments", post(create_appointment).get(list_appointments))
+            .route("/api/appointments/{aid}", put(update_appointment).get(get_appointment))
+            .layer(middleware::from_fn_with_state(self.clone(), gate))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        api.with_state(self.clone())
+    }
+}
+
+fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = ErrorBody { error: ErrorDetail { code: code.to_string(), message: message.into() } };
+    (status, Json(body)).into_response()
+}
+
+impl IntoResponse for CrmError {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, self.message)
+    }
+}
+
+/// Auth first, then any queued fault.
+async fn gate(State(emu): State<CrmEmulator>, req: Request, next: Next) -> Response {
+    let expected = format!("Bearer {}", emu.token);
+    let authorized = req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str());
+    if !authorized {
+        return error(401, "unauthenticated", "a valid bearer token is required");
+    }
+    let fault = emu.faults.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+    match fault {
+        Some(Fault::Status(status)) => return error(status, "injected", "injected fault"),
+        Some(Fault::Throttle { retry_after_secs }) => {
+            let mut response = error(429, "throttled", "too many requests");
+            if let Ok(v) = HeaderValue::from_str(&format!("{retry_after_secs}")) {
+                response.headers_mut().insert("retry-after", v);
+            }
+            return response;
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    next.run(req).await
+}
+
+fn invalid(message: impl Into<String>) -> CrmError {
+    CrmError { status: 400, code: "invalid_request", message: message.into() }
+}
+
+fn body<T: serde::de::DeserializeOwned>(what: &str, bytes: &Bytes) -> Result<T, CrmError> {
+    wire::parse(what, bytes).map_err(|e| invalid(e.message))
+}
+
+fn if_match(headers: &HeaderMap) -> Result<u64, CrmError> {
+    let raw = headers.get("if-match").and_then(|v| v.to_str().ok()).ok_or_else(|| invalid("`If-Match` is required"))?;
+    raw.trim_matches('"').parse().map_err(|_| invalid(format!("`If-Match` `{raw}` is not a version")))
+}
+
+async fn users(State(emu): State<CrmEmulator>) -> Response {
+    Json(emu.state().users()).into_response()
+}
+
+async fn proxies(State(emu): State<CrmEmulator>, Path(uid): Path<String>) -> Response {
+    match emu.state().proxies(&uid) {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_changes(
+    State(emu): State<CrmEmulator>,
+    Path(uid): Path<String>,
+    Query(q): Query<ChangesQuery>,
+) -> Response {
+    match emu.state().list_changes(&uid, q.cursor.as_deref(), q.limit.unwrap_or(super::state::MAX_LIMIT)) {
+        Ok(page) => Json(page).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn create_in_list(State(emu): State<CrmEmulator>, Path(uid): Path<String>, bytes: Bytes) -> Response {
+    let contact: Contact = match body("contact", &bytes) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    match emu.state().create_in_list(&uid, contact) {
+        Ok((c, true)) => (StatusCode::CREATED, Json(c)).into_response(),
+        Ok((c, false)) => Json(c).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn update_contact(
+    State(emu): State<CrmEmulator>,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let (version, contact) = match (if_match(&headers), body::<Contact>("contact", &bytes)) {
+        (Ok(v), Ok(c)) => (v, c),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    match emu.state().update_contact(&cid, version, contact) {
+        Ok(c) => Json(c).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn add_to_list(State(emu): State<CrmEmulator>, Path((uid, cid)): Path<(String, String)>) -> Response {
+    match emu.state().add_to_list(&uid, &cid) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    #[serde(default, deserialize_with = "some")]
+    external_ref: Option<Option<String>>,
+    notes: Option<String>,
+    categories: Option<Vec<String>>,
+    private: Option<bool>,
+}
+
+/// `null` is "clear", absent is "leave".
+fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+async fn patch_entry(
+    State(emu): State<CrmEmulator>,
+    Path((uid, cid)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let (version, patch) = match (if_match(&headers), body::<PatchBody>("entry patch", &bytes)) {
+        (Ok(v), Ok(p)) => (v, p),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    let patch = EntryPatch {
+        external_ref: patch.external_ref,
+        notes: patch.notes,
+        categories: patch.categories,
+        private: patch.private,
+    };
+    match emu.state().patch_entry(&uid, &cid, version, patch) {
+        Ok(c) => Json(c).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remove_from_list(State(emu): State<CrmEmulator>, Path((uid, cid)): Path<(String, String)>) -> Response {
+    emu.state().remove_from_list(&uid, &cid);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+struct EmailQuery {
+    email: String,
+}
+
+async fn contacts_by_email(State(emu): State<CrmEmulator>, Query(q): Query<EmailQuery>) -> Response {
+    Json(emu.state().contacts_by_email(&q.email)).into_response()
+}
+
+async fn create_appointment(State(emu): State<CrmEmulator>, bytes: Bytes) -> Response {
+    let appt: Appointment = match body("appointment", &bytes) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    match emu.state().create_appointment(appt) {
+        Ok((a, true)) => (StatusCode::CREATED, Json(a)).into_response(),
+        Ok((a, false)) => Json(a).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn update_appointment(
+    State(emu): State<CrmEmulator>,
+    Path(aid): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let (version, appt) = match (if_match(&headers), body::<Appointment>("appointment", &bytes)) {
+        (Ok(v), Ok(a)) => (v, a),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    match emu.state().update_appointment(&aid, version, appt) {
+        Ok(a) => Json(a).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_appointment(State(emu): State<CrmEmulator>, Path(aid): Path<String>) -> Response {
+    match emu.state().appointment(&aid) {
+        Ok(a) => Json(a).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct AppointmentQuery {
+    contact_id: Option<String>,
+    organizer_user_id: Option<String>,
+    attendee_user_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn list_appointments(State(emu): State<CrmEmulator>, Query(q): Query<AppointmentQuery>) -> Response {
+    let filter = AppointmentFilter {
+        contact_id: q.contact_id,
+        organizer_user_id: q.organizer_user_id,
+        attendee_user_id: q.attendee_user_id,
+        from: q.from,
+        to: q.to,
+    };
+    Json(emu.state().appointments(&filter)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const TOKEN: &str = "test-token";
+
+    async fn start() -> (CrmEmulator, String) {
+        let emu = CrmEmulator::new(CrmState::new("2026-11-25T10:00:00Z"), TOKEN);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = emu.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (emu, url)
+    }
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    fn jane(external_ref: &str) -> serde_json::Value {
+        json!({"name": {"first": "Jane", "last": "Tarnoff"}, "company": "Acme",
+               "emails": [{"kind": "business", "address": "jane@acme.com"}],
+               "entry": {"external_ref": external_ref}})
+    }
+
+    #[tokio::test]
+    async fn every_route_wants_the_bearer_token() {
+        let (_, url) = start().await;
+        let r = client().get(format!("{url}/api/users")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let body: ErrorBody = r.json().await.unwrap();
+        assert_eq!(body.error.code, "unauthenticated");
+        let r = client().get(format!("{url}/api/users")).bearer_auth("wrong").send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+
+    #[tokio::test]
+    async fn contacts_over_http_create_idempotently_list_and_update_conditionally() {
+        let (_, url) = start().await;
+        let c = client();
+        let r =
+            c.post(format!("{url}/api/users/u1/list")).bearer_auth(TOKEN).json(&jane("hub-1")).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let created: Contact = r.json().await.unwrap();
+        let r =
+            c.post(format!("{url}/api/users/u1/list")).bearer_auth(TOKEN).json(&jane("hub-1")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "the same external_ref creates nothing");
+        assert_eq!(r.json::<Contact>().await.unwrap().contact_id, created.contact_id);
+
+        let page: wire::FeedPage = c
+            .get(format!("{url}/api/users/u1/list/changes?limit=10"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page.changes.len(), 1);
+
+        let put = format!("{url}/api/contacts/{}", created.contact_id);
+        let r = c.put(&put).bearer_auth(TOKEN).header("if-match", "7").json(&jane("x")).send().await.unwrap();
+        assert_eq!(r.status(), 412);
+        let r = c.put(&put).bearer_auth(TOKEN).header("if-match", "1").json(&jane("x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Contact>().await.unwrap().version, 2);
+
+        let patch = format!("{url}/api/users/u1/list/{}", created.contact_id);
+        let r = c
+            .patch(&patch)
+            .bearer_auth(TOKEN)
+            .header("if-match", "1")
+            .json(&json!({"private": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.json::<Contact>().await.unwrap().entry.unwrap().private);
+        let r = c.delete(&patch).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_are_refused_naming_the_field() {
+        let (_, url) = start().await;
+        let c = client();
+        let post = format!("{url}/api/users/u1/list");
+        let r = c.post(&post).bearer_auth(TOKEN).body("{not json").send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let wrong = json!({"name": {"first": 5}});
+        let r = c.post(&post).bearer_auth(TOKEN).json(&wrong).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.json::<ErrorBody>().await.unwrap().error.message.contains("name.first"));
+        let mut long = jane("h");
+        long["company"] = json!("x".repeat(5000));
+        let r = c.post(&post).bearer_auth(TOKEN).json(&long).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.json::<ErrorBody>().await.unwrap().error.message.contains("`company`"));
+        let r = c.post(&post).bearer_auth(TOKEN).body(vec![b' '; MAX_BODY_BYTES + 10]).send().await.unwrap();
+        assert_eq!(r.status(), 413);
+        let r = c
+            .patch(format!("{url}/api/users/u1/list/C1"))
+            .bearer_auth(TOKEN)
+            .header("if-match", "1")
+            .json(&json!({"colour": "red"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+    }
+
+    #[tokio::test]
+    async fn queued_faults_throttle_fail_and_delay() {
+        let (emu, url) = start().await;
+        emu.inject([
+            Fault::Throttle { retry_after_secs: 1.5 },
+            Fault::Status(503),
+            Fault::Delay(Duration::from_millis(50)),
+        ]);
+        let get = || client().get(format!("{url}/api/users")).bearer_auth(TOKEN).send();
+        let r = get().await.unwrap();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1.5"));
+        assert_eq!(get().await.unwrap().status(), 503);
+        let started = std::time::Instant::now();
+        assert_eq!(get().await.unwrap().status(), 200);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+}
