@@ -1,4 +1,5 @@
-//! The CRM's wire contract (shared/CRM_API.md). Today: its types and a strict parser for
-//! everything the CRM sends; the HTTP client and the emulator follow (issue 4).
+//! The CRM connector (shared/CRM_API.md): its wire types with a strict parser, and the
+//! HTTP client.
 
+pub mod client;
 pub mod wire;
