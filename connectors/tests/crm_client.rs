@@ -12,10 +12,7 @@ const TOKEN: &str = "crm-token";
 
 async fn start() -> (CrmEmulator, CrmClient) {
     let emu = CrmEmulator::new(CrmState::new("2026-11-25T10:00:00Z"), TOKEN);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = emu.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let url = emu.start("127.0.0.1:0").await.expect("start the emulator");
     let retry = RetryPolicy { attempts: 4, base: Duration::from_millis(5), max_wait: Duration::from_secs(1) };
     (emu, CrmClient::new(&url, Secret::new(TOKEN), retry).expect("client"))
 }

@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::state::{AppointmentFilter, CrmError, CrmState, EntryPatch};
 use crate::crm::wire::{self, Appointment, Contact, ErrorBody, ErrorDetail, MAX_BODY_BYTES};
@@ -140,15 +140,26 @@ fn if_match(headers: &HeaderMap) -> Result<u64, CrmError> {
     raw.trim_matches('"').parse().map_err(|_| invalid(format!("`If-Match` `{raw}` is not a version")))
 }
 
+/// Run a handler body written with `?`: its value, or its error in the contract's shape.
+fn respond<T: IntoResponse>(f: impl FnOnce() -> Result<T, CrmError>) -> Response {
+    match f() {
+        Ok(t) => t.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// 201 for a new record, 200 for the existing one an idempotent create found.
+fn created<T: Serialize>((value, new): (T, bool)) -> Response {
+    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    (status, Json(value)).into_response()
+}
+
 async fn users(State(emu): State<CrmEmulator>) -> Response {
     Json(emu.state().users()).into_response()
 }
 
 async fn proxies(State(emu): State<CrmEmulator>, Path(uid): Path<String>) -> Response {
-    match emu.state().proxies(&uid) {
-        Ok(p) => Json(p).into_response(),
-        Err(e) => e.into_response(),
-    }
+    respond(|| emu.state().proxies(&uid).map(Json))
 }
 
 #[derive(Deserialize)]
@@ -162,22 +173,12 @@ async fn list_changes(
     Path(uid): Path<String>,
     Query(q): Query<ChangesQuery>,
 ) -> Response {
-    match emu.state().list_changes(&uid, q.cursor.as_deref(), q.limit.unwrap_or(super::state::MAX_LIMIT)) {
-        Ok(page) => Json(page).into_response(),
-        Err(e) => e.into_response(),
-    }
+    let limit = q.limit.unwrap_or(super::state::MAX_LIMIT);
+    respond(|| emu.state().list_changes(&uid, q.cursor.as_deref(), limit).map(Json))
 }
 
 async fn create_in_list(State(emu): State<CrmEmulator>, Path(uid): Path<String>, bytes: Bytes) -> Response {
-    let contact: Contact = match body("contact", &bytes) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
-    match emu.state().create_in_list(&uid, contact) {
-        Ok((c, true)) => (StatusCode::CREATED, Json(c)).into_response(),
-        Ok((c, false)) => Json(c).into_response(),
-        Err(e) => e.into_response(),
-    }
+    respond(|| emu.state().create_in_list(&uid, body::<Contact>("contact", &bytes)?).map(created))
 }
 
 async fn update_contact(
@@ -186,21 +187,14 @@ async fn update_contact(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let (version, contact) = match (if_match(&headers), body::<Contact>("contact", &bytes)) {
-        (Ok(v), Ok(c)) => (v, c),
-        (Err(r), _) | (_, Err(r)) => return r.into_response(),
-    };
-    match emu.state().update_contact(&cid, version, contact) {
-        Ok(c) => Json(c).into_response(),
-        Err(e) => e.into_response(),
-    }
+    respond(|| {
+        let (version, contact) = (if_match(&headers)?, body::<Contact>("contact", &bytes)?);
+        emu.state().update_contact(&cid, version, contact).map(Json)
+    })
 }
 
 async fn add_to_list(State(emu): State<CrmEmulator>, Path((uid, cid)): Path<(String, String)>) -> Response {
-    match emu.state().add_to_list(&uid, &cid) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
-    }
+    respond(|| emu.state().add_to_list(&uid, &cid).map(|()| StatusCode::NO_CONTENT))
 }
 
 #[derive(Deserialize)]
@@ -224,20 +218,12 @@ async fn patch_entry(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let (version, patch) = match (if_match(&headers), body::<PatchBody>("entry patch", &bytes)) {
-        (Ok(v), Ok(p)) => (v, p),
-        (Err(r), _) | (_, Err(r)) => return r.into_response(),
-    };
-    let patch = EntryPatch {
-        external_ref: patch.external_ref,
-        notes: patch.notes,
-        categories: patch.categories,
-        private: patch.private,
-    };
-    match emu.state().patch_entry(&uid, &cid, version, patch) {
-        Ok(c) => Json(c).into_response(),
-        Err(e) => e.into_response(),
-    }
+    respond(|| {
+        let (version, p) = (if_match(&headers)?, body::<PatchBody>("entry patch", &bytes)?);
+        let patch =
+            EntryPatch { external_ref: p.external_ref, notes: p.notes, categories: p.categories, private: p.private };
+        emu.state().patch_entry(&uid, &cid, version, patch).map(Json)
+    })
 }
 
 async fn remove_from_list(State(emu): State<CrmEmulator>, Path((uid, cid)): Path<(String, String)>) -> Response {
@@ -255,15 +241,7 @@ async fn contacts_by_email(State(emu): State<CrmEmulator>, Query(q): Query<Email
 }
 
 async fn create_appointment(State(emu): State<CrmEmulator>, bytes: Bytes) -> Response {
-    let appt: Appointment = match body("appointment", &bytes) {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
-    match emu.state().create_appointment(appt) {
-        Ok((a, true)) => (StatusCode::CREATED, Json(a)).into_response(),
-        Ok((a, false)) => Json(a).into_response(),
-        Err(e) => e.into_response(),
-    }
+    respond(|| emu.state().create_appointment(body::<Appointment>("appointment", &bytes)?).map(created))
 }
 
 async fn update_appointment(
@@ -272,21 +250,14 @@ async fn update_appointment(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let (version, appt) = match (if_match(&headers), body::<Appointment>("appointment", &bytes)) {
-        (Ok(v), Ok(a)) => (v, a),
-        (Err(r), _) | (_, Err(r)) => return r.into_response(),
-    };
-    match emu.state().update_appointment(&aid, version, appt) {
-        Ok(a) => Json(a).into_response(),
-        Err(e) => e.into_response(),
-    }
+    respond(|| {
+        let (version, appt) = (if_match(&headers)?, body::<Appointment>("appointment", &bytes)?);
+        emu.state().update_appointment(&aid, version, appt).map(Json)
+    })
 }
 
 async fn get_appointment(State(emu): State<CrmEmulator>, Path(aid): Path<String>) -> Response {
-    match emu.state().appointment(&aid) {
-        Ok(a) => Json(a).into_response(),
-        Err(e) => e.into_response(),
-    }
+    respond(|| emu.state().appointment(&aid).map(Json))
 }
 
 #[derive(Deserialize)]
@@ -318,10 +289,7 @@ mod tests {
 
     async fn start() -> (CrmEmulator, String) {
         let emu = CrmEmulator::new(CrmState::new("2026-11-25T10:00:00Z"), TOKEN);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let router = emu.router();
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let url = emu.start("127.0.0.1:0").await.unwrap();
         (emu, url)
     }
 
