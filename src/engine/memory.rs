@@ -153,6 +153,11 @@ impl MemorySide {
         })
     }
 
+    /// The item carrying `hub`'s stamp.
+    fn stamped(&self, hub: HubContactId) -> Option<ItemId> {
+        self.items.iter().find(|(_, it)| it.stamp == Some(hub)).map(|(id, _)| id.clone())
+    }
+
     fn stamp(&mut self, id: &ItemId, hub: HubContactId) {
         if let Some(it) = self.items.get_mut(id) {
             it.stamp = Some(hub);
@@ -167,8 +172,7 @@ impl MemorySide {
         let modified = self.tick();
         match op.kind {
             PushKind::Create => {
-                if let Some((id, _)) = self.items.iter().find(|(_, it)| it.stamp == Some(op.hub)) {
-                    let id = id.clone();
+                if let Some(id) = self.stamped(op.hub) {
                     return Ok(PushOutcome::Created { etag: self.snapshot(&id).and_then(|s| s.etag), item: id });
                 }
                 let id = self.new_id();
@@ -256,7 +260,7 @@ impl ContactReplica for MemorySide {
     fn read_back(&mut self, op: &PushOp) -> Result<Option<(ItemId, SideItem)>, ConnectorError> {
         let id = match (&op.item, op.kind) {
             (Some(id), PushKind::Update | PushKind::Delete) => Some(id.clone()),
-            _ => self.items.iter().find(|(_, it)| it.stamp == Some(op.hub)).map(|(id, _)| id.clone()),
+            _ => self.stamped(op.hub),
         };
         Ok(id.and_then(|id| self.snapshot(&id).map(|s| (id, s))))
     }

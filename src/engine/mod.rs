@@ -330,20 +330,7 @@ fn push_all(
         commit(store, user, replica)?;
         for op in batch {
             let outcome = match side.push(op) {
-                Ok(PushOutcome::Created { item, .. })
-                    if replica.side(op.side).hub_for(&item).is_some_and(|other| other != op.hub) =>
-                {
-                    // The side's idempotent create found a copy carrying this contact's hub id
-                    // (a restored item linked to a contact of its own, not yet re-stamped):
-                    // never link one item to two contacts; the create is retried next run.
-                    tracing::warn!(user, side = %op.side, contact = %op.hub, %item, "create matched a copy linked elsewhere; retried next run");
-                    materialise::not_applied(replica, op.side, op.hub);
-                    PushOutcome::NotApplied
-                }
-                Ok(outcome) => {
-                    materialise::record(replica, op, outcome.clone());
-                    outcome
-                }
+                Ok(outcome) => materialise::record(replica, op, outcome),
                 Err(e) if e.kind == ErrorKind::PreconditionFailed => {
                     // The item moved on since the pull: never overwrite; the next pull sees it.
                     tracing::info!(user, side = %op.side, contact = %op.hub, "item changed since the pull; pushed next run");
@@ -414,10 +401,7 @@ fn settle(side: &mut dyn ContactReplica, op: &PushOp, set: FieldSet) -> Settled 
 /// Apply what a read-back said.
 fn apply_settled(replica: &mut UserReplica, op: &PushOp, settled: Settled) -> PushOutcome {
     match settled {
-        Settled::Applied(outcome) => {
-            materialise::record(replica, op, outcome.clone());
-            outcome
-        }
+        Settled::Applied(outcome) => materialise::record(replica, op, outcome),
         Settled::NotApplied => {
             materialise::not_applied(replica, op.side, op.hub);
             PushOutcome::NotApplied

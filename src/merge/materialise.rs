@@ -143,8 +143,18 @@ pub fn not_applied(replica: &mut UserReplica, side: Side, hub: HubContactId) {
     }
 }
 
-/// Apply a push's outcome to the bookkeeping.
-pub fn record(replica: &mut UserReplica, op: &PushOp, outcome: PushOutcome) {
+/// Apply a push's outcome to the bookkeeping; returns the outcome as recorded. A create the
+/// side answered with an item already linked to another contact (a copy still carrying this
+/// contact's hub id, its idempotent create found) is not linked: one item never serves two
+/// contacts, and the create stays planned for the next run.
+pub fn record(replica: &mut UserReplica, op: &PushOp, outcome: PushOutcome) -> PushOutcome {
+    if let PushOutcome::Created { item, .. } = &outcome {
+        if replica.side(op.side).hub_for(item).is_some_and(|other| other != op.hub) {
+            tracing::warn!(side = %op.side, contact = %op.hub, %item, "create matched a copy linked elsewhere; retried next run");
+            not_applied(replica, op.side, op.hub);
+            return PushOutcome::NotApplied;
+        }
+    }
     let stamped_entry = |item: Option<ItemId>, etag: Option<String>| SideEntry {
         item,
         etag,
@@ -152,10 +162,10 @@ pub fn record(replica: &mut UserReplica, op: &PushOp, outcome: PushOutcome) {
         base: op.heads.clone(),
         stamped: true,
     };
-    let entry = match outcome {
-        PushOutcome::NotApplied => return,
-        PushOutcome::Created { item, etag } => stamped_entry(Some(item), etag),
-        PushOutcome::Updated { etag } => stamped_entry(op.item.clone(), etag),
+    let entry = match &outcome {
+        PushOutcome::NotApplied => return outcome,
+        PushOutcome::Created { item, etag } => stamped_entry(Some(item.clone()), etag.clone()),
+        PushOutcome::Updated { etag } => stamped_entry(op.item.clone(), etag.clone()),
         // The link goes; the shadow and base stay as the side's last knowledge (see observe).
         PushOutcome::Deleted => match replica.entry(op.side, op.hub) {
             Some(e) => SideEntry { item: None, etag: None, stamped: false, ..e.clone() },
@@ -164,4 +174,5 @@ pub fn record(replica: &mut UserReplica, op: &PushOp, outcome: PushOutcome) {
     };
     replica.set_entry(op.side, op.hub, entry);
     replica.set_intent(op.side, op.hub, None);
+    outcome
 }

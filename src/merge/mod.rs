@@ -20,8 +20,6 @@ pub use materialise::{PushOp, PushOutcome};
 pub use run::{Conflict, Merge, RunCtx, RunLog, Slot};
 pub use state::{Intent, PushKind, SideEntry, SideState, UserReplica};
 
-#[cfg(test)]
-use crate::model::FieldSet;
 use crate::model::{ContactFields, HubContactId, ItemId, ModelError};
 
 /// An item as a side reports it, mapped to canonical fields.

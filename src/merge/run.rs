@@ -137,9 +137,10 @@ impl<'a> Merge<'a> {
             let Some(obj) = self.replica.doc.contact_obj(*hub) else { continue };
             // One pass over the contact says which keys hold concurrent values and whether
             // the tombstone may be set; only those need the closer look.
-            let mut tombstone = false;
+            let (mut tombstone, mut tombstone_conflict) = (false, false);
             for item in self.replica.doc.automerge().map_range(&obj, ..) {
                 if item.key == DELETED {
+                    tombstone_conflict = item.conflict;
                     tombstone = item.conflict || matches!(item.value, ValueRef::Scalar(ScalarValueRef::Boolean(true)));
                 } else if item.conflict {
                     if let Ok(field) = item.key.parse::<Field>() {
@@ -157,7 +158,7 @@ impl<'a> Merge<'a> {
                 }
             } else if tombstone {
                 if let Some(keep_deleted) = self.delete_decision(&obj)? {
-                    deleted_decisions.push((*hub, obj, keep_deleted));
+                    deleted_decisions.push((*hub, obj, keep_deleted, tombstone_conflict));
                 }
             }
         }
@@ -166,8 +167,7 @@ impl<'a> Merge<'a> {
                 puts.push((obj, field.name(), winner));
             }
         }
-        for (hub, obj, keep_deleted) in deleted_decisions {
-            let multi = self.replica.doc.automerge().get_all(&obj, DELETED)?.len() > 1;
+        for (hub, obj, keep_deleted, multi) in deleted_decisions {
             if !keep_deleted {
                 self.log.resurrected.push(hub);
                 puts.push((obj, DELETED, ScalarValue::Boolean(false)));

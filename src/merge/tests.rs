@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use super::*;
-use crate::model::{Field, FieldValue, ItemId, Side};
+use crate::model::{Field, FieldSet, FieldValue, ItemId, Side};
 
 fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_764_000_000 + secs, 0).unwrap_or_default()

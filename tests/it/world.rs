@@ -89,10 +89,7 @@ impl World {
     /// One run for the user; the replica is loaded from the store when a crash dropped it.
     pub fn run(&mut self) -> RunReport {
         let opts = self.options();
-        let replica = match self.replica.take() {
-            Some(r) => r,
-            None => UserReplica::load(&self.store, USER).expect("load replica"),
-        };
+        let replica = self.take_replica();
         let [ex, crm] = &mut self.sides;
         let (replica, report) = run_user(&self.store, USER, replica, [ex, crm], opts).expect("run");
         self.replica = Some(replica);
@@ -111,10 +108,7 @@ impl World {
         script.push(Some(fault));
         self.side(side).script(script);
         let opts = self.options();
-        let replica = match self.replica.take() {
-            Some(r) => r,
-            None => UserReplica::load(&self.store, USER).expect("load replica"),
-        };
+        let replica = self.take_replica();
         let [ex, crm] = &mut self.sides;
         quiet_simulated_crashes();
         let outcome = catch_unwind(AssertUnwindSafe(|| run_user(&self.store, USER, replica, [ex, crm], opts)));
@@ -140,6 +134,14 @@ impl World {
         let mut sides: [&mut dyn synchub::engine::ContactReplica; 2] = [ex, crm];
         let replica = synchub::engine::open_user(&self.store, USER, &mut sides, &opts.ctx).expect("open user");
         self.replica = Some(replica);
+    }
+
+    /// The replica in memory, or the user loaded from the store after a crash.
+    fn take_replica(&mut self) -> UserReplica {
+        match self.replica.take() {
+            Some(r) => r,
+            None => UserReplica::load(&self.store, USER).expect("load replica"),
+        }
     }
 
     pub fn replica(&mut self) -> &mut UserReplica {

@@ -379,16 +379,17 @@ pub struct AppointmentFilter {
 }
 
 fn validate_appointment(a: &Appointment) -> Result<(), CrmError> {
-    for (field, v) in [
-        ("external_ref", &a.external_ref),
-        ("organizer_user_id", &a.organizer_user_id),
-        ("subject", &a.subject),
-        ("start", &a.start),
-        ("end", &a.end),
-        ("location", &a.location),
-    ] {
-        check_len(field, v, MAX_STRING)?;
-    }
+    check_lens(
+        &[
+            ("external_ref", &a.external_ref),
+            ("organizer_user_id", &a.organizer_user_id),
+            ("subject", &a.subject),
+            ("start", &a.start),
+            ("end", &a.end),
+            ("location", &a.location),
+        ],
+        MAX_STRING,
+    )?;
     if a.external_ref.is_empty() {
         return Err(CrmError::invalid("`external_ref` is required"));
     }
@@ -428,6 +429,11 @@ fn parse_cursor(c: &str) -> Option<Round> {
     Some(Round::Feed { from: c.strip_prefix('F')?.parse().ok()? })
 }
 
+/// Every `(field, value)` within `max` bytes.
+fn check_lens(fields: &[(&str, &String)], max: usize) -> Result<(), CrmError> {
+    fields.iter().try_for_each(|(field, value)| check_len(field, value, max))
+}
+
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), CrmError> {
     if value.len() > max {
         return Err(CrmError::invalid(format!("`{field}` is {} bytes, more than {max}", value.len())));
@@ -438,22 +444,23 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), CrmError> {
 /// Every string within its limit, and kinds from the contract.
 fn validate(c: &Contact) -> Result<(), CrmError> {
     let n = &c.name;
-    for (field, v) in [
-        ("name.prefix", &n.prefix),
-        ("name.first", &n.first),
-        ("name.middle", &n.middle),
-        ("name.last", &n.last),
-        ("name.suffix", &n.suffix),
-        ("name.nickname", &n.nickname),
-        ("company", &c.company),
-        ("department", &c.department),
-        ("job_title", &c.job_title),
-        ("web_site", &c.web_site),
-        ("assistant", &c.assistant),
-        ("spouse", &c.spouse),
-    ] {
-        check_len(field, v, MAX_STRING)?;
-    }
+    check_lens(
+        &[
+            ("name.prefix", &n.prefix),
+            ("name.first", &n.first),
+            ("name.middle", &n.middle),
+            ("name.last", &n.last),
+            ("name.suffix", &n.suffix),
+            ("name.nickname", &n.nickname),
+            ("company", &c.company),
+            ("department", &c.department),
+            ("job_title", &c.job_title),
+            ("web_site", &c.web_site),
+            ("assistant", &c.assistant),
+            ("spouse", &c.spouse),
+        ],
+        MAX_STRING,
+    )?;
     for (i, e) in c.emails.iter().enumerate() {
         check_kind(&format!("emails[{i}].kind"), &e.kind, &["business", "home", "other"])?;
         check_len(&format!("emails[{i}].address"), &e.address, MAX_STRING)?;
