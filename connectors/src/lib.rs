@@ -6,9 +6,8 @@
 //! [`ErrorKind`] the engine branches on (retry after a wait, resync from scratch, read back,
 //! give up for this run), the way vstorage does.
 //!
-//! Status: the error vocabulary and the CRM's wire types with their parser ([`crm::wire`])
-//! are here; the Graph client (issue 3) and the CRM client (issue 4), with their emulators,
-//! come next.
+//! Here: the error vocabulary, what both clients share ([`http`]), the CRM client
+//! ([`crm`]), the Microsoft Graph client ([`graph`]) and, behind the feature, both emulators.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
@@ -17,6 +16,7 @@
 pub mod crm;
 #[cfg(feature = "emulators")]
 pub mod emulators;
+pub mod http;
 
 use std::fmt;
 use std::time::Duration;

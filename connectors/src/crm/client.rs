@@ -2,48 +2,15 @@
 //! to [`ErrorKind`]s, and retries with exponential backoff on 429/503 (honouring
 //! `Retry-After`) and on transient network errors.
 
-use std::fmt;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 
 use super::wire::{self, Appointment, Change, Contact, FeedPage, Proxy, User};
+use crate::http::{retry_after, seg};
+pub use crate::http::{RetryPolicy, Secret};
 use crate::{ConnectorError, ErrorKind};
-
-/// A secret that never prints.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret.
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("****")
-    }
-}
-
-/// How often and how long to retry.
-#[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
-    /// Attempts in all (1: no retry).
-    pub attempts: u32,
-    /// The first backoff; doubled each retry, with jitter.
-    pub base: Duration,
-    /// The longest wait, whatever `Retry-After` says.
-    pub max_wait: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy { attempts: 5, base: Duration::from_millis(200), max_wait: Duration::from_secs(60) }
-    }
-}
 
 /// The CRM client.
 #[derive(Clone, Debug)]
@@ -81,17 +48,6 @@ fn error_kind(status: StatusCode, retry_after: Option<Duration>) -> ErrorKind {
     }
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let secs: f64 = headers.get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
-}
-
-/// A little jitter without a random-number crate: the clock's nanoseconds.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
-    d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
-}
-
 impl CrmClient {
     /// A client for the CRM at `base` (e.g. `https://crm.firm.example`).
     pub fn new(base: &str, token: Secret, retry: RetryPolicy) -> Result<CrmClient, ConnectorError> {
@@ -113,7 +69,7 @@ impl CrmClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let request = build(self.http.request(method.clone(), &url).bearer_auth(&self.token.0));
+            let request = build(self.http.request(method.clone(), &url).bearer_auth(self.token.expose()));
             let outcome = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
@@ -132,16 +88,10 @@ impl CrmClient {
                 }
                 Err(e) => ConnectorError::new(ErrorKind::Unavailable, format!("{method} {path}: {e}")),
             };
-            let retryable = matches!(outcome.kind, ErrorKind::Throttled { .. } | ErrorKind::Unavailable);
-            if !retryable || attempt >= self.retry.attempts {
+            if !self.retry.retries(&outcome.kind, attempt) {
                 return Err(outcome);
             }
-            let backoff = jitter(self.retry.base * 2u32.saturating_pow(attempt - 1));
-            let wait = match outcome.kind {
-                ErrorKind::Throttled { retry_after: Some(d) } => d,
-                _ => backoff,
-            };
-            tokio::time::sleep(wait.min(self.retry.max_wait)).await;
+            tokio::time::sleep(self.retry.wait(&outcome.kind, attempt)).await;
         }
     }
 
@@ -257,27 +207,12 @@ impl CrmClient {
     }
 }
 
-/// A path segment, percent-encoded where it must be.
-fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn secrets_never_print_and_segments_are_encoded() {
-        assert_eq!(format!("{:?}", Secret::new("s3cret")), "****");
-        assert_eq!(seg("a b/c"), "a%20b%2Fc");
+    fn statuses_map_to_kinds() {
         assert_eq!(error_kind(StatusCode::GONE, None), ErrorKind::ResyncRequired);
         assert_eq!(error_kind(StatusCode::PRECONDITION_FAILED, None), ErrorKind::PreconditionFailed);
     }

@@ -7,7 +7,9 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{ConnectorError, ErrorKind};
+use crate::ConnectorError;
+#[cfg(test)]
+use crate::ErrorKind;
 
 /// Fields the contract does not name, kept as read.
 pub type Extra = serde_json::Map<String, serde_json::Value>;
@@ -199,17 +201,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Parse a CRM answer of type `T`; what does not fit is [`ErrorKind::InvalidData`] with the
 /// path of the offending field.
 pub fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ConnectorError> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ConnectorError::new(
-            ErrorKind::InvalidData,
-            format!("{what}: body of {} bytes is over the {MAX_BODY_BYTES}-byte limit", body.len()),
-        ));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        ConnectorError::new(ErrorKind::InvalidData, format!("{what}: at `{path}`: {}", e.inner()))
-    })
+    crate::http::parse_json(what, body, MAX_BODY_BYTES)
 }
 
 #[cfg(test)]
