@@ -16,6 +16,7 @@
 pub mod crm;
 #[cfg(feature = "emulators")]
 pub mod emulators;
+pub mod graph;
 pub mod http;
 
 use std::fmt;
