@@ -523,3 +523,35 @@ async fn the_emulator_checks_requests_and_takes_faults_over_http() {
         .expect("calendar");
     assert_eq!(status(r), 400, "events are served in UTC only when asked for");
 }
+
+#[tokio::test]
+async fn transient_failures_are_retried_but_a_create_is_never_repeated_blind() {
+    let (emu, _, _) = start(10).await;
+    let url = graph_root(&emu).await;
+    let mut config = config(&url, "s3cret", 10);
+    config.timeout = Duration::from_millis(300);
+    let graph = GraphClient::new(config).expect("client");
+    let folder = graph.default_folder(USER).await.expect("folder").id;
+    emu.inject(Some("/contactFolders/"), [Fault::DelayMs(1_000)]);
+    graph.default_folder(USER).await.expect("a timed-out read is retried");
+
+    let create = ContactWrite::Create {
+        hub_id: "hub-1".into(),
+        crm_contact_id: None,
+        contact: Box::new(person(1)),
+        retry: false,
+    };
+    emu.inject(Some("$batch"), [Fault::Status(503)]);
+    let e = graph.write(USER, &folder, vec![create.clone()]).await.remove(0).unwrap_err();
+    assert!(e.outcome_unknown(), "a 503 leaves a create's outcome unknown: {e}");
+    emu.inject(Some("/contacts"), [Fault::Status(503)]);
+    let e = graph.write(USER, &folder, vec![create.clone()]).await.remove(0).unwrap_err();
+    assert!(e.outcome_unknown(), "so does an inner 503: {e}");
+    emu.inject(Some("/contacts"), [Fault::Throttle { retry_after_secs: 0.01 }]);
+    graph.write(USER, &folder, vec![create]).await.remove(0).expect("a 429 did nothing, so it is sent again");
+    assert_eq!(emu.state().contacts(USER, None).expect("contacts").len(), 1);
+}
+
+async fn graph_root(emu: &GraphEmulator) -> String {
+    emu.start("127.0.0.1:0").await.expect("a second listener on the same emulator")
+}

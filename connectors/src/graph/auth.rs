@@ -10,6 +10,9 @@ use super::wire::{self, TokenAnswer, TokenError};
 use crate::http::{retry_after, RetryPolicy, Secret};
 use crate::{ConnectorError, ErrorKind};
 
+/// The Microsoft identity platform of the global cloud.
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+
 /// Who synchub is to the identity platform.
 #[derive(Clone, Debug)]
 pub struct Credentials {
@@ -24,8 +27,8 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Credentials for `tenant` at `authority` (`https://login.microsoftonline.com`, or a
-    /// national cloud's).
+    /// Credentials for `tenant` at `authority` ([`DEFAULT_AUTHORITY`], or a national
+    /// cloud's, or an emulator's).
     pub fn new(authority: &str, tenant: &str, client_id: &str, client_secret: Secret) -> Credentials {
         Credentials {
             token_url: format!("{}/{tenant}/oauth2/v2.0/token", authority.trim_end_matches('/')),

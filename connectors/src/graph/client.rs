@@ -179,6 +179,10 @@ impl GraphClient {
 
     /// One request, with retries: at most the mailbox's share in flight, a fresh token
     /// after a 401, waits on 429/503 and network errors. The body of a 2xx answer.
+    /// A request that is not `idempotent` (a batch holding a create) is retried only after
+    /// a 429, which Graph answers without doing anything: after a 503 or a lost connection
+    /// its outcome is unknown, and repeating it could create twice (SPEC N1).
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         user: Option<&str>,
@@ -187,6 +191,7 @@ impl GraphClient {
         prefer: &[&str],
         if_match: Option<&str>,
         body: Option<&Value>,
+        idempotent: bool,
     ) -> Result<(StatusCode, Vec<u8>), ConnectorError> {
         if !url.starts_with(&self.inner.base) {
             return Err(ConnectorError::new(
@@ -204,6 +209,7 @@ impl GraphClient {
         loop {
             attempt += 1;
             let token = self.inner.tokens.get(&self.inner.http, &self.inner.retry).await?;
+            let mut refused = false;
             let outcome = {
                 let _permit = match &semaphore {
                     Some(s) => Some(s.acquire().await.map_err(|e| unavailable(format!("mailbox limiter: {e}")))?),
@@ -225,6 +231,7 @@ impl GraphClient {
                     Ok(response) => {
                         let status = response.status();
                         let wait = retry_after(response.headers());
+                        refused = status == StatusCode::TOO_MANY_REQUESTS;
                         if status == StatusCode::UNAUTHORIZED && !reauthenticated {
                             // The token was refused (expired or revoked early): one fresh try.
                             reauthenticated = true;
@@ -240,7 +247,7 @@ impl GraphClient {
                     Err(e) => unavailable(format!("{what}: {e}")),
                 }
             };
-            if !self.inner.retry.retries(&outcome.kind, attempt) {
+            if !self.inner.retry.retries(&outcome.kind, attempt) || !(idempotent || refused) {
                 return Err(outcome);
             }
             tokio::time::sleep(self.inner.retry.wait(&outcome.kind, attempt)).await;
@@ -254,7 +261,7 @@ impl GraphClient {
         url: &str,
         prefer: &[&str],
     ) -> Result<T, ConnectorError> {
-        let (_, body) = self.send(user, Method::GET, url, prefer, None, None).await?;
+        let (_, body) = self.send(user, Method::GET, url, prefer, None, None, true).await?;
         wire::parse(what, &body)
     }
 
@@ -531,7 +538,8 @@ impl GraphClient {
                     return pending.iter().map(|r| (index(&r.id), Err(e.clone()))).collect();
                 }
             };
-            let answer = match self.send(Some(user), Method::POST, &url, &[], None, Some(&body)).await {
+            let idempotent = pending.iter().all(|r| r.method != "POST");
+            let answer = match self.send(Some(user), Method::POST, &url, &[], None, Some(&body), idempotent).await {
                 Ok((_, bytes)) => wire::parse::<BatchAnswer>("batch", &bytes),
                 Err(e) => Err(e),
             };
@@ -557,7 +565,8 @@ impl GraphClient {
                 let after = header.and_then(|(_, v)| v.as_str()).and_then(crate::http::parse_retry_after);
                 let bytes = serde_json::to_vec(&body).unwrap_or_default();
                 let error = failure(status, after, &bytes, &format!("{} {}", request.method, request.url));
-                if self.inner.retry.retries(&error.kind, attempt) {
+                let unknown_if_repeated = request.method == "POST" && status != StatusCode::TOO_MANY_REQUESTS;
+                if self.inner.retry.retries(&error.kind, attempt) && !unknown_if_repeated {
                     wait = wait.max(self.inner.retry.wait(&error.kind, attempt));
                     retry.push(request);
                 } else {
