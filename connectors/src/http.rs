@@ -50,9 +50,15 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Whether a failure of `kind` after `attempt` attempts is worth another.
+    /// Whether a failure of `kind` after `attempt` attempts is worth another. A service that
+    /// asks for a longer wait than `max_wait` is not retried early: the caller gets the
+    /// error (and its `retry_after`) and comes back later.
     pub fn retries(&self, kind: &ErrorKind, attempt: u32) -> bool {
-        matches!(kind, ErrorKind::Throttled { .. } | ErrorKind::Unavailable) && attempt < self.attempts
+        match kind {
+            ErrorKind::Throttled { retry_after: Some(d) } if *d > self.max_wait => false,
+            ErrorKind::Throttled { .. } | ErrorKind::Unavailable => attempt < self.attempts,
+            _ => false,
+        }
     }
 
     /// How long to wait after failed attempt number `attempt` (1-based): the service's

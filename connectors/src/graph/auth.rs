@@ -71,16 +71,23 @@ impl Tokens {
                 Err(e) => return Err(e),
             }
         };
-        let life = Duration::from_secs(answer.expires_in);
+        // A lifetime from the network is trusted only up to a day.
+        let life = Duration::from_secs(answer.expires_in.min(86_400));
         let early = (life / 10).min(Duration::from_secs(300));
         let token = Secret::new(answer.access_token);
-        *cached = Some(Cached { token: token.clone(), renew_at: Instant::now() + life - early });
+        let now = Instant::now();
+        let renew_at = now.checked_add(life - early).unwrap_or(now);
+        *cached = Some(Cached { token: token.clone(), renew_at });
         Ok(token)
     }
 
-    /// Forget the cached token (Graph refused it).
-    pub(crate) async fn invalidate(&self) {
-        *self.cached.lock().await = None;
+    /// Forget the cached token if it is `refused` (Graph answered 401 to it); a token
+    /// another request fetched since is kept.
+    pub(crate) async fn invalidate(&self, refused: &Secret) {
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|c| c.token.expose() == refused.expose()) {
+            *cached = None;
+        }
     }
 
     async fn request(&self, http: &reqwest::Client) -> Result<TokenAnswer, ConnectorError> {

@@ -120,6 +120,9 @@ pub struct CalendarRound {
     pub cursor: CalendarCursor,
     /// Whether this round listed the whole window (items not in it are not in the window).
     pub full: bool,
+    /// Events that did not fit (no start, an unknown type, …): left out of `changes` and
+    /// reported, so one bad item never stops the others (SPEC N2).
+    pub rejected: Vec<ConnectorError>,
 }
 
 fn invalid(message: String) -> ConnectorError {
@@ -217,12 +220,9 @@ impl GraphClient {
     ) -> Result<CalendarRound, ConnectorError> {
         if let Some(c) = cursor.filter(|c| now - c.started_at < window.renew_after && now >= c.started_at) {
             match self.calendar_delta(user, c.delta_link.clone()).await {
-                Ok((changes, delta_link)) => {
-                    return Ok(CalendarRound {
-                        changes,
-                        cursor: CalendarCursor { delta_link, ..c.clone() },
-                        full: false,
-                    })
+                Ok((changes, rejected, delta_link)) => {
+                    let cursor = CalendarCursor { delta_link, ..c.clone() };
+                    return Ok(CalendarRound { changes, cursor, full: false, rejected });
                 }
                 Err(e) if e.kind == ErrorKind::ResyncRequired => {}
                 Err(e) => return Err(e),
@@ -237,29 +237,39 @@ impl GraphClient {
             seg(&stamp(start)),
             seg(&stamp(end))
         );
-        let (changes, delta_link) = self.calendar_delta(user, url).await?;
-        Ok(CalendarRound { changes, cursor: CalendarCursor { delta_link, start, end, started_at: now }, full: true })
+        let (changes, rejected, delta_link) = self.calendar_delta(user, url).await?;
+        let cursor = CalendarCursor { delta_link, start, end, started_at: now };
+        Ok(CalendarRound { changes, cursor, full: true, rejected })
     }
 
-    async fn calendar_delta(&self, user: &str, url: String) -> Result<(Vec<EventChange>, String), ConnectorError> {
+    async fn calendar_delta(
+        &self,
+        user: &str,
+        url: String,
+    ) -> Result<(Vec<EventChange>, Vec<ConnectorError>, String), ConnectorError> {
         let prefer = ["outlook.timezone=\"UTC\""];
         let (events, delta) = self.follow::<Event>(Some(user), "calendar delta", url, &prefer).await?;
         let delta = delta.ok_or_else(|| invalid("calendar delta: the last page has no @odata.deltaLink".into()))?;
         let mut changes: Vec<EventChange> = Vec::with_capacity(events.len());
+        let mut rejected = Vec::new();
         for event in &events {
             if event.id.is_empty() {
-                return Err(invalid("calendar delta: an event without an id".into()));
+                rejected.push(invalid("calendar delta: an event without an id".into()));
+                continue;
             }
             changes.retain(|c| match c {
                 EventChange::Upsert(i) => i.id != event.id,
                 EventChange::Removed { id } => *id != event.id,
             });
-            changes.push(match event.removed {
-                Some(_) => EventChange::Removed { id: event.id.clone() },
-                None => EventChange::Upsert(Box::new(CalendarItem::try_from(event)?)),
-            });
+            match event.removed {
+                Some(_) => changes.push(EventChange::Removed { id: event.id.clone() }),
+                None => match CalendarItem::try_from(event) {
+                    Ok(item) => changes.push(EventChange::Upsert(Box::new(item))),
+                    Err(e) => rejected.push(e),
+                },
+            }
         }
-        Ok((changes, delta))
+        Ok((changes, rejected, delta))
     }
 }
 

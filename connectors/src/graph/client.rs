@@ -174,7 +174,9 @@ impl GraphClient {
 
     fn mailbox(&self, user: &str) -> Arc<Semaphore> {
         let mut map = self.inner.mailboxes.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(user.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.inner.concurrency))).clone()
+        // Ids and UPNs are case-insensitive: "U1" and "u1" are one mailbox.
+        let key = user.to_ascii_lowercase();
+        map.entry(key).or_insert_with(|| Arc::new(Semaphore::new(self.inner.concurrency))).clone()
     }
 
     /// One request, with retries: at most the mailbox's share in flight, a fresh token
@@ -192,6 +194,7 @@ impl GraphClient {
         if_match: Option<&str>,
         body: Option<&Value>,
         idempotent: bool,
+        permits: u32,
     ) -> Result<(StatusCode, Vec<u8>), ConnectorError> {
         if !url.starts_with(&self.inner.base) {
             return Err(ConnectorError::new(
@@ -212,7 +215,11 @@ impl GraphClient {
             let mut refused = false;
             let outcome = {
                 let _permit = match &semaphore {
-                    Some(s) => Some(s.acquire().await.map_err(|e| unavailable(format!("mailbox limiter: {e}")))?),
+                    Some(s) => Some(
+                        s.acquire_many(permits.clamp(1, self.inner.concurrency as u32))
+                            .await
+                            .map_err(|e| unavailable(format!("mailbox limiter: {e}")))?,
+                    ),
                     None => None,
                 };
                 let mut request = self
@@ -235,7 +242,7 @@ impl GraphClient {
                         if status == StatusCode::UNAUTHORIZED && !reauthenticated {
                             // The token was refused (expired or revoked early): one fresh try.
                             reauthenticated = true;
-                            self.inner.tokens.invalidate().await;
+                            self.inner.tokens.invalidate(&token).await;
                             continue;
                         }
                         match response.bytes().await {
@@ -261,7 +268,7 @@ impl GraphClient {
         url: &str,
         prefer: &[&str],
     ) -> Result<T, ConnectorError> {
-        let (_, body) = self.send(user, Method::GET, url, prefer, None, None, true).await?;
+        let (_, body) = self.send(user, Method::GET, url, prefer, None, None, true, 1).await?;
         wire::parse(what, &body)
     }
 
@@ -278,10 +285,18 @@ impl GraphClient {
         prefer.push(&page_size);
         let mut items = Vec::new();
         let mut url = url;
+        let mut visited = std::collections::HashSet::new();
         loop {
             let page: Page<T> = self.get(user, what, &url, &prefer).await?;
             items.extend(page.value);
+            visited.insert(url);
             match (page.next_link, page.delta_link) {
+                (Some(next), _) if visited.contains(&next) => {
+                    return Err(ConnectorError::new(
+                        ErrorKind::InvalidData,
+                        format!("{what}: a nextLink leads back to a page already read"),
+                    ));
+                }
                 (Some(next), _) => url = next,
                 (None, delta) => return Ok((items, delta)),
             }
@@ -323,7 +338,7 @@ impl GraphClient {
         let delta = delta.ok_or_else(|| {
             ConnectorError::new(ErrorKind::InvalidData, "contact delta: the last page has no @odata.deltaLink")
         })?;
-        Ok((fold(items)?, delta))
+        Ok((fold(items), delta))
     }
 
     /// A whole round for the engine: the delta (from scratch when the link expired), then
@@ -377,15 +392,26 @@ impl GraphClient {
     /// The extended properties synchub reads ([`props::READ`]) of each item, in JSON
     /// batches; one result per id, in order.
     pub async fn read_extended(&self, user: &str, ids: &[String]) -> Vec<Result<Contact, ConnectorError>> {
+        self.read(user, ids, "$select=id&").await
+    }
+
+    /// Whole items with the extended properties synchub reads, in JSON batches; one result
+    /// per id, in order.
+    pub async fn read_items(&self, user: &str, ids: &[String]) -> Vec<Result<Contact, ConnectorError>> {
+        self.read(user, ids, "").await
+    }
+
+    async fn read(&self, user: &str, ids: &[String], select: &str) -> Vec<Result<Contact, ConnectorError>> {
         let expand = seg(&props::expand());
         let requests = ids
             .iter()
             .map(|id| BatchRequest {
                 id: String::new(),
                 method: "GET".into(),
-                url: format!("/users/{}/contacts/{}?$select=id&$expand={expand}", seg(user), seg(id)),
+                url: format!("/users/{}/contacts/{}?{select}$expand={expand}", seg(user), seg(id)),
                 headers: Default::default(),
                 body: None,
+                depends_on: Vec::new(),
             })
             .collect();
         self.batch(user, requests)
@@ -531,6 +557,12 @@ impl GraphClient {
         let mut attempt = 0;
         while !pending.is_empty() {
             attempt += 1;
+            // Graph runs a batch's requests in parallel and counts each against the
+            // mailbox's limit: chain them into as many lanes as the permits this batch holds.
+            let lanes = pending.len().min(self.inner.concurrency);
+            for k in 0..pending.len() {
+                pending[k].depends_on = if k >= lanes { vec![pending[k - lanes].id.clone()] } else { Vec::new() };
+            }
             let body = match serde_json::to_value(Batch { requests: pending.clone() }) {
                 Ok(body) => body,
                 Err(e) => {
@@ -539,10 +571,12 @@ impl GraphClient {
                 }
             };
             let idempotent = pending.iter().all(|r| r.method != "POST");
-            let answer = match self.send(Some(user), Method::POST, &url, &[], None, Some(&body), idempotent).await {
-                Ok((_, bytes)) => wire::parse::<BatchAnswer>("batch", &bytes),
-                Err(e) => Err(e),
-            };
+            let lanes = pending.len().min(self.inner.concurrency) as u32;
+            let answer =
+                match self.send(Some(user), Method::POST, &url, &[], None, Some(&body), idempotent, lanes).await {
+                    Ok((_, bytes)) => wire::parse::<BatchAnswer>("batch", &bytes),
+                    Err(e) => Err(e),
+                };
             let answer = match answer {
                 Ok(answer) => answer,
                 Err(e) => {
@@ -559,6 +593,11 @@ impl GraphClient {
                 let body = response.body.unwrap_or(Value::Null);
                 if status.is_success() {
                     done.push((index(&request.id), Ok(body)));
+                    continue;
+                }
+                if status == StatusCode::FAILED_DEPENDENCY && attempt < self.inner.retry.attempts {
+                    // Not run, because an earlier request of its lane failed: send it again.
+                    retry.push(request);
                     continue;
                 }
                 let header = response.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after"));
@@ -598,7 +637,7 @@ fn inner(method: &str, url: String, if_match: Option<&str>, body: Option<Value>)
     if let Some(etag) = if_match {
         headers.insert("If-Match".into(), Value::String(etag.into()));
     }
-    BatchRequest { id: String::new(), method: method.into(), url, headers, body }
+    BatchRequest { id: String::new(), method: method.into(), url, headers, body, depends_on: Vec::new() }
 }
 
 fn sent_delete(results: &mut [Option<Result<Contact, ConnectorError>>], i: usize, id: &str) {
@@ -610,14 +649,13 @@ fn parse_value<T: DeserializeOwned>(what: &str, body: Value) -> Result<T, Connec
     de.map_err(|e| ConnectorError::new(ErrorKind::InvalidData, format!("{what}: at `{}`: {}", e.path(), e.inner())))
 }
 
-/// Fold a round's items: each id once, at its last position, with its last state.
-fn fold(items: Vec<Contact>) -> Result<Vec<ContactChange>, ConnectorError> {
+/// Fold a round's items: each id once, at its last position, with its last state. An item
+/// without an id cannot be linked to anything and is left out (N2: it affects nothing else).
+fn fold(items: Vec<Contact>) -> Vec<ContactChange> {
     let mut last: HashMap<String, usize> = HashMap::new();
     let mut changes = Vec::with_capacity(items.len());
     for item in items {
-        let Some(id) = item.id.clone().filter(|id| !id.is_empty()) else {
-            return Err(ConnectorError::new(ErrorKind::InvalidData, "contact delta: an item without an id"));
-        };
+        let Some(id) = item.id.clone().filter(|id| !id.is_empty()) else { continue };
         let change = if item.removed.is_some() {
             ContactChange::Removed { id: id.clone() }
         } else {
@@ -632,7 +670,7 @@ fn fold(items: Vec<Contact>) -> Result<Vec<ContactChange>, ConnectorError> {
             out.push(change);
         }
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -660,11 +698,11 @@ mod tests {
     #[test]
     fn a_round_is_folded_to_each_items_last_state() {
         let gone = Contact { id: Some("b".into()), removed: Some(Default::default()), ..Contact::default() };
-        let folded = fold(vec![item("a", "1"), item("b", "1"), item("a", "2"), gone, item("c", "1")]).unwrap();
+        let folded = fold(vec![item("a", "1"), item("b", "1"), item("a", "2"), gone, item("c", "1")]);
         assert_eq!(folded.len(), 3);
         assert_eq!(folded[0], ContactChange::Upsert(Box::new(item("a", "2"))));
         assert_eq!(folded[1], ContactChange::Removed { id: "b".into() });
         assert_eq!(folded[2].id(), "c");
-        assert_eq!(fold(vec![Contact::default()]).unwrap_err().kind, ErrorKind::InvalidData);
+        assert_eq!(fold(vec![Contact::default(), item("d", "1")]).len(), 1, "an item without an id is left out");
     }
 }

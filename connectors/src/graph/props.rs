@@ -109,9 +109,12 @@ const NOT_DIFFED: [&str; 9] = [
 ];
 
 /// The PATCH body that takes the item from `before` (as last read, with its `fileAs`) to
-/// `after`; `None` when nothing changes. Cleared properties are sent as `null`, cleared
-/// extended properties as empty strings (Graph cannot remove one by PATCH). Stamps that
-/// `after` carries are written when `before` lacks them (SPEC X9: stamped on the first push).
+/// `after`; `None` when nothing changes. A property absent from `after` means "clear it":
+/// callers build `after` from `before` and overwrite only what they carry. Cleared
+/// properties are sent as `null`, cleared string extended properties as empty strings
+/// (Graph cannot remove one by PATCH), the Private flag always as `"true"`/`"false"`.
+/// Stamps that `after` carries are written when they differ (SPEC X9: stamped on the first
+/// push); stamps are never cleared.
 pub fn patch(before: &Contact, after: &Contact) -> Option<Map<String, Value>> {
     let (Ok(Value::Object(old)), Ok(Value::Object(new))) = (serde_json::to_value(before), serde_json::to_value(after))
     else {
@@ -130,7 +133,15 @@ pub fn patch(before: &Contact, after: &Contact) -> Option<Map<String, Value>> {
     let mut props = Vec::new();
     for id in READ {
         let (o, n) = (before.extended(id).unwrap_or(""), after.extended(id).unwrap_or(""));
-        if o != n && !(id == PRIVATE && o.is_empty() && n.eq_ignore_ascii_case("false")) {
+        if id == PRIVATE {
+            // A Boolean property: unset and "false" are the same, and only a Boolean is sent.
+            let (o, n) = (o.eq_ignore_ascii_case("true"), n.eq_ignore_ascii_case("true"));
+            if o != n {
+                props.push(serde_json::json!({"id": id, "value": if n { "true" } else { "false" }}));
+            }
+        } else if (id == HUB_ID || id == CRM_CONTACT_ID) && n.is_empty() {
+            // Stamps are only ever written, never cleared (SPEC X9: a rebuild re-links by them).
+        } else if o != n {
             props.push(serde_json::json!({"id": id, "value": n}));
         }
     }
@@ -233,6 +244,21 @@ mod tests {
         let body = patch(&before, &after).unwrap();
         assert_eq!(body["displayName"], "Jane Smith");
         assert!(!body.contains_key("fileAs"));
+    }
+
+    #[test]
+    fn x9_stamps_are_never_cleared_and_private_is_always_a_boolean() {
+        let before = for_create(&jane(), "hub-1", Some("crm-9"));
+        let mut after = jane();
+        after.set_extended(PRIVATE, "true");
+        let body = patch(&before, &after).unwrap();
+        let props = body["singleValueExtendedProperties"].as_array().unwrap();
+        assert_eq!(props.len(), 1, "{props:?}");
+        assert_eq!(props[0]["value"], "true");
+        let mut unset = after.clone();
+        unset.single_value_extended_properties = None;
+        let body = patch(&after, &unset).unwrap();
+        assert_eq!(body["singleValueExtendedProperties"][0]["value"], "false", "never an empty Boolean");
     }
 
     #[test]

@@ -289,6 +289,10 @@ pub struct BatchRequest {
     pub headers: serde_json::Map<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<serde_json::Value>,
+    /// Requests that must run first (Graph runs the others in parallel); when one of them
+    /// fails this one is not run and answers 424.
+    #[serde(rename = "dependsOn", default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 /// A JSON batch (`POST /$batch`), at most [`MAX_BATCH`] requests.

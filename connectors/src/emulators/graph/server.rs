@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::state::{expanded_ids, select, stamp_filter, with_extended, DeltaPage, DeltaQuery, GraphError, GraphState};
-use crate::graph::wire::{Batch, BatchAnswer, BatchResponse, MAX_BATCH};
+use crate::graph::wire::{Batch, BatchAnswer, BatchRequest, BatchResponse, MAX_BATCH};
 
 /// Graph's request size limit.
 const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -36,6 +36,8 @@ pub enum Fault {
     DelayMs(u64),
     /// Answer 200 with a body cut off mid-JSON.
     Malformed,
+    /// Do the request, then answer 503 as if the answer were lost on the way back.
+    LostAnswer,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -57,6 +59,8 @@ pub struct Stats {
     pub refused: u64,
     /// `$batch` requests served.
     pub batches: u64,
+    /// Requests refused for a missing, unknown or expired token.
+    pub unauthorized: u64,
 }
 
 struct Control {
@@ -227,6 +231,7 @@ async fn gate(State(emu): State<GraphEmulator>, req: Request, next: Next) -> Res
     let token =
         req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if !token.is_some_and(|t| emu.state().token_valid(t)) {
+        lock(&emu.control).stats.unauthorized += 1;
         return error(401, "InvalidAuthenticationToken", "Access token is empty, invalid or expired.");
     }
     let path = req.uri().path().to_string();
@@ -277,6 +282,10 @@ async fn gate(State(emu): State<GraphEmulator>, req: Request, next: Next) -> Res
             let mut response = Response::new(Body::from(r#"{"value": [{"id": "AAMk"#));
             response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
             response
+        }
+        Some(Fault::LostAnswer) => {
+            let _done = next.run(req).await;
+            error(503, "ServiceUnavailable", "the answer was lost")
         }
         Some(Fault::DelayMs(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -535,7 +544,9 @@ async fn calendar_delta(
     Ok(delta_answer(base(&headers), &format!("/users/{uid}/calendarView/delta"), page))
 }
 
-/// `POST /$batch`: each inner request through the same routes (and gate), in order.
+/// `POST /$batch`: each inner request through the same routes (and gate), so faults and
+/// the mailbox concurrency count apply to each. As Graph does, requests run in parallel
+/// except along `dependsOn` chains; a request whose dependency failed is not run (424).
 async fn batch(
     State(emu): State<GraphEmulator>,
     headers: HeaderMap,
@@ -550,48 +561,99 @@ async fn batch(
     if let Some(dup) = batch.requests.iter().find(|r| !seen.insert(r.id.as_str())) {
         return Err(GraphError::invalid(format!("Request id '{}' is used more than once.", dup.id)));
     }
-    let mut responses = Vec::with_capacity(batch.requests.len());
+    // Chains: a request depends on at most one earlier request, the tail of its chain.
+    let mut chains: Vec<Vec<BatchRequest>> = Vec::new();
     for inner in batch.requests {
-        if !inner.url.starts_with('/') {
-            responses.push(BatchResponse {
-                id: inner.id,
-                status: 400,
-                headers: Default::default(),
-                body: Some(json!({"error": {"code": "BadRequest", "message": "relative urls only"}})),
-            });
-            continue;
-        }
-        let mut builder =
-            axum::http::Request::builder().method(inner.method.as_str()).uri(format!("/v1.0{}", inner.url));
-        for name in ["authorization", "host"] {
-            if let Some(v) = headers.get(name) {
-                builder = builder.header(name, v);
+        match inner.depends_on.as_slice() {
+            [] => chains.push(vec![inner]),
+            [dep] => {
+                let Some(chain) = chains.iter_mut().find(|c| c.last().is_some_and(|r| r.id == *dep)) else {
+                    return Err(GraphError::invalid(format!(
+                        "request '{}' depends on '{dep}', which is not the end of a chain before it",
+                        inner.id
+                    )));
+                };
+                chain.push(inner);
+            }
+            _ => {
+                return Err(GraphError::invalid(format!(
+                    "request '{}': this emulator takes one dependency per request",
+                    inner.id
+                )))
             }
         }
-        for (k, v) in &inner.headers {
-            if let Some(v) = v.as_str() {
-                builder = builder.header(k.as_str(), v);
+    }
+    let mut lanes = tokio::task::JoinSet::new();
+    for chain in chains {
+        let (emu, headers) = (emu.clone(), headers.clone());
+        lanes.spawn(async move {
+            let mut answers = Vec::with_capacity(chain.len());
+            let mut failed = false;
+            for inner in chain {
+                let answer = if failed {
+                    let body =
+                        json!({"error": {"code": "FailedDependency", "message": "a request it depends on failed"}});
+                    BatchResponse { id: inner.id, status: 424, headers: Default::default(), body: Some(body) }
+                } else {
+                    run_inner(&emu, &headers, inner).await
+                };
+                failed |= answer.status >= 400;
+                answers.push(answer);
             }
-        }
-        let body = inner.body.as_ref().map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
-        let request = builder.body(body).map_err(|e| GraphError::invalid(format!("request {}: {e}", inner.id)))?;
-        let response = emu.router().oneshot(request).await.map_err(|e| GraphError::invalid(e.to_string()))?;
-        let status = response.status().as_u16();
-        let mut out_headers = serde_json::Map::new();
-        for (name, value) in response.headers() {
-            if let Ok(v) = value.to_str() {
-                out_headers.insert(name.as_str().to_string(), json!(v));
-            }
-        }
-        let body = axum::body::to_bytes(response.into_body(), MAX_REQUEST_BYTES * 8).await.unwrap_or_default();
-        let body = if body.is_empty() {
-            None
-        } else {
-            Some(serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body))))
-        };
-        responses.push(BatchResponse { id: inner.id, status, headers: out_headers, body });
+            answers
+        });
+    }
+    let mut responses = Vec::new();
+    while let Some(done) = lanes.join_next().await {
+        responses.extend(done.map_err(|e| GraphError::invalid(format!("batch lane: {e}")))?);
     }
     Ok(Json(BatchAnswer { responses }))
+}
+
+async fn run_inner(emu: &GraphEmulator, headers: &HeaderMap, inner: BatchRequest) -> BatchResponse {
+    let bad = |id: String, message: String| BatchResponse {
+        id,
+        status: 400,
+        headers: Default::default(),
+        body: Some(json!({"error": {"code": "BadRequest", "message": message}})),
+    };
+    if !inner.url.starts_with('/') {
+        return bad(inner.id, "relative urls only".into());
+    }
+    let mut builder = axum::http::Request::builder().method(inner.method.as_str()).uri(format!("/v1.0{}", inner.url));
+    for name in ["authorization", "host"] {
+        if let Some(v) = headers.get(name) {
+            builder = builder.header(name, v);
+        }
+    }
+    for (k, v) in &inner.headers {
+        if let Some(v) = v.as_str() {
+            builder = builder.header(k.as_str(), v);
+        }
+    }
+    let body = inner.body.as_ref().map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
+    let request = match builder.body(body) {
+        Ok(r) => r,
+        Err(e) => return bad(inner.id, e.to_string()),
+    };
+    let response = match emu.router().oneshot(request).await {
+        Ok(r) => r,
+        Err(e) => return bad(inner.id, e.to_string()),
+    };
+    let status = response.status().as_u16();
+    let mut out_headers = serde_json::Map::new();
+    for (name, value) in response.headers() {
+        if let Ok(v) = value.to_str() {
+            out_headers.insert(name.as_str().to_string(), json!(v));
+        }
+    }
+    let body = axum::body::to_bytes(response.into_body(), MAX_REQUEST_BYTES * 8).await.unwrap_or_default();
+    let body = if body.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body))))
+    };
+    BatchResponse { id: inner.id, status, headers: out_headers, body }
 }
 
 async fn admin_faults(State(emu): State<GraphEmulator>, Json(faults): Json<Vec<QueuedFault>>) -> StatusCode {

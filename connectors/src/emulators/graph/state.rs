@@ -76,11 +76,14 @@ struct StoredContact {
     contact: Contact,
     version: u64,
     deleted: bool,
+    /// The mailbox sequence number of its last change.
+    seq: u64,
 }
 
 struct StoredEvent {
     event: Event,
     deleted: bool,
+    seq: u64,
 }
 
 struct Mailbox {
@@ -301,7 +304,7 @@ impl GraphState {
             contact.display_name = Some(props::display_name(&contact));
         }
         let m = self.mailbox_mut(user)?;
-        let stored = StoredContact { folder, contact, version: 0, deleted: false };
+        let stored = StoredContact { folder, contact, version: 0, deleted: false, seq: 0 };
         m.contacts.insert(id.clone(), stored);
         Ok(touch_contact(m, &id, now))
     }
@@ -354,10 +357,10 @@ impl GraphState {
     pub fn delete_contact(&mut self, user: &str, id: &str) -> Result<(), GraphError> {
         let m = self.mailbox_mut(user)?;
         let stored = m.contacts.get_mut(id).filter(|c| !c.deleted).ok_or_else(|| GraphError::not_found("contact"))?;
-        stored.deleted = true;
         m.seq += 1;
-        let seq = m.seq;
-        m.contact_log.push((seq, id.to_string()));
+        stored.deleted = true;
+        stored.seq = m.seq;
+        m.contact_log.push((m.seq, id.to_string()));
         Ok(())
     }
 
@@ -393,10 +396,14 @@ impl GraphState {
         let folder = self.folder_id(user, folder)?;
         let m = self.mailbox(user)?;
         let token = round(m, q, &m.contact_log)?;
+        // A full round lists what was live when it started (`to`): an item deleted since
+        // stays a member (served as removed), so the pages never shift under a reader.
         let full = token.from == 0;
         let members: Vec<&String> = changed(&m.contact_log, token.from, token.to)
             .into_iter()
-            .filter(|id| m.contacts.get(*id).is_some_and(|c| c.folder == folder && !(full && c.deleted)))
+            .filter(|id| {
+                m.contacts.get(*id).is_some_and(|c| c.folder == folder && !(full && c.deleted && c.seq <= token.to))
+            })
             .collect();
         let value = page(&members, token.offset, q.page_size)
             .iter()
@@ -421,7 +428,7 @@ impl GraphState {
         m.seq += 1;
         let seq = m.seq;
         m.event_log.push((seq, event.id.clone()));
-        m.events.insert(event.id.clone(), StoredEvent { event: event.clone(), deleted: false });
+        m.events.insert(event.id.clone(), StoredEvent { event: event.clone(), deleted: false, seq });
         Ok(event)
     }
 
@@ -429,10 +436,10 @@ impl GraphState {
     pub fn delete_event(&mut self, user: &str, id: &str) -> Result<(), GraphError> {
         let m = self.mailbox_mut(user)?;
         let stored = m.events.get_mut(id).filter(|e| !e.deleted).ok_or_else(|| GraphError::not_found("event"))?;
-        stored.deleted = true;
         m.seq += 1;
-        let seq = m.seq;
-        m.event_log.push((seq, id.to_string()));
+        stored.deleted = true;
+        stored.seq = m.seq;
+        m.event_log.push((m.seq, id.to_string()));
         Ok(())
     }
 
@@ -450,9 +457,11 @@ impl GraphState {
         }
         let in_window = |e: &StoredEvent| !e.deleted && overlaps(&e.event, token.start, token.end);
         let full = token.from == 0;
+        // Membership of a full round is fixed by the state at `to`: an event changed since
+        // is kept (served as it is now, or as removed) so the pages never shift.
         let members: Vec<&String> = changed(&m.event_log, token.from, token.to)
             .into_iter()
-            .filter(|id| m.events.get(*id).is_some_and(|e| !full || in_window(e)))
+            .filter(|id| m.events.get(*id).is_some_and(|e| !full || e.seq > token.to || in_window(e)))
             .collect();
         let value = page(&members, token.offset, q.page_size)
             .iter()
@@ -489,6 +498,7 @@ fn touch_contact(m: &mut Mailbox, id: &str, now: String) -> Contact {
     let seq = m.seq;
     m.contact_log.push((seq, id.to_string()));
     let Some(stored) = m.contacts.get_mut(id) else { return Contact::default() };
+    stored.seq = seq;
     stored.version += 1;
     let key = format!("EQAAABYAAAD{:08}", stored.version * 7 + seq);
     stored.contact.etag = Some(format!("W/\"{key}\""));
@@ -659,7 +669,17 @@ mod tests {
     }
 
     /// Follow a whole round from `token` (a first round without one).
-    fn follow(s: &GraphState, delta: Option<String>, size: usize) -> Result<(Vec<Value>, String), GraphError> {
+    fn follow(s: &mut GraphState, delta: Option<String>, size: usize) -> Result<(Vec<Value>, String), GraphError> {
+        follow_while(s, delta, size, &mut |_| {})
+    }
+
+    /// Follow a round, letting `between` change the mailbox between pages.
+    fn follow_while(
+        s: &mut GraphState,
+        delta: Option<String>,
+        size: usize,
+        between: &mut dyn FnMut(&mut GraphState),
+    ) -> Result<(Vec<Value>, String), GraphError> {
         let mut q = DeltaQuery { delta_token: delta, page_size: size, ..DeltaQuery::default() };
         let mut items = Vec::new();
         loop {
@@ -669,6 +689,7 @@ mod tests {
                 Ok(skip) => q = DeltaQuery { skip_token: Some(skip), delta_token: None, ..q },
                 Err(delta) => return Ok((items, delta)),
             }
+            between(s);
         }
     }
 
@@ -695,11 +716,11 @@ mod tests {
     fn expired_tokens_answer_410() {
         let mut s = state();
         s.create_contact("u1", "contacts", &json!({"givenName": "A"})).unwrap();
-        let (_, delta) = follow(&s, None, 10).unwrap();
+        let (_, delta) = follow(&mut s, None, 10).unwrap();
         s.expire_delta_tokens("u1").unwrap();
-        let err = follow(&s, Some(delta), 10).unwrap_err();
+        let err = follow(&mut s, Some(delta), 10).unwrap_err();
         assert_eq!((err.status, err.code), (410, "SyncStateNotFound"));
-        assert_eq!(follow(&s, None, 10).unwrap().0.len(), 1, "a fresh round still works");
+        assert_eq!(follow(&mut s, None, 10).unwrap().0.len(), 1, "a fresh round still works");
     }
 
     #[test]
@@ -753,7 +774,18 @@ mod tests {
                     }
                     Op::Delete(i) if !live.is_empty() => s.delete_contact("u1", &live[i % live.len()]).unwrap(),
                     Op::Sync(size) => {
-                        let (items, next) = follow(&s, delta.take(), size).unwrap();
+                        // Between pages the user deletes the newest live contact: a round
+                        // must never skip an item because of it.
+                        let mut between = |s: &mut GraphState| {
+                            let live = s.contacts("u1", None).unwrap();
+                            if let Some(id) = live.last().and_then(|c| c.id.clone()) {
+                                s.delete_contact("u1", &id).unwrap();
+                            }
+                        };
+                        let (mut items, next) = follow_while(&mut s, delta.take(), size, &mut between).unwrap();
+                        // What changed during that round comes in the next one.
+                        let (more, next) = follow(&mut s, Some(next), size).unwrap();
+                        items.extend(more);
                         for item in items {
                             let id = item["id"].as_str().unwrap().to_string();
                             if item.get("@removed").is_some() {
