@@ -16,6 +16,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod connect;
 pub mod engine;
 pub mod merge;
 pub mod model;

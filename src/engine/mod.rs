@@ -50,6 +50,11 @@ pub trait ContactReplica {
     fn pull(&mut self, cursor: Option<&str>) -> Result<Pull, ConnectorError>;
     /// Make one write, idempotent by the op's hub id (a create stamps it on the item).
     fn push(&mut self, op: &PushOp) -> Result<PushOutcome, ConnectorError>;
+    /// Make several writes (a side may send them together or in parallel); one result per
+    /// op, in order.
+    fn push_batch(&mut self, ops: &[PushOp]) -> Vec<Result<PushOutcome, ConnectorError>> {
+        ops.iter().map(|op| self.push(op)).collect()
+    }
     /// The item `op` concerns as the side holds it now: by item id, or for a create by the
     /// hub id stamped on it. `None`: no such item.
     fn read_back(&mut self, op: &PushOp) -> Result<Option<(ItemId, SideItem)>, ConnectorError>;
@@ -216,6 +221,9 @@ fn run(
     }
     store_write(store, user, replica, write)?;
 
+    // The CRM first: an Outlook item is stamped with its CRM ContactID (SPEC X9), which a
+    // contact new in Outlook only has once the CRM made it.
+    plans.sort_by_key(|(side, _)| *side != Side::Crm);
     for (side, mut ops) in plans {
         // Deletes and updates (re-stamping copies among them) before creates, so a create
         // never meets a copy that still carries its hub id.
@@ -324,12 +332,15 @@ fn push_all(
     report: &mut RunReport,
 ) -> Result<(), EngineError> {
     for batch in ops.chunks(PUSH_BATCH) {
-        for op in batch {
+        let mut batch = batch.to_vec();
+        for op in &mut batch {
             materialise::attempt(replica, op);
+            op.peer = replica.entry(op.side.other(), op.hub).and_then(|e| e.item.clone());
         }
         commit(store, user, replica)?;
-        for op in batch {
-            let outcome = match side.push(op) {
+        let answers = side.push_batch(&batch);
+        for (op, answer) in batch.iter().zip(answers) {
+            let outcome = match answer {
                 Ok(outcome) => materialise::record(replica, op, outcome),
                 Err(e) if e.kind == ErrorKind::PreconditionFailed => {
                     // The item moved on since the pull: never overwrite; the next pull sees it.
@@ -436,6 +447,7 @@ fn recover(
                 etag: entry.etag,
                 fields: intent.fields,
                 heads: intent.heads,
+                peer: replica.entry(side.other(), hub).and_then(|e| e.item.clone()),
             };
             let settled = settle(*s, &op, set);
             tracing::info!(user, %side, contact = %hub, op = op.kind.name(), ?settled, "settled a push a crash left unconfirmed");

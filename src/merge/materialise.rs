@@ -25,6 +25,9 @@ pub struct PushOp {
     pub fields: ContactFields,
     /// The heads `fields` were read at.
     pub heads: Heads,
+    /// The other side's item linked to the same contact, filled in just before the push
+    /// (Outlook items are stamped with the linked CRM ContactID, SPEC X9).
+    pub peer: Option<ItemId>,
 }
 
 /// What came of a push, after reading back when the answer was an error.
@@ -102,7 +105,7 @@ pub fn plan_sides(replica: &mut UserReplica, requests: &[SidePlan]) -> Vec<Vec<P
             };
             let etag = entry.and_then(|e| e.etag.clone());
             let fields = if kind == PushKind::Delete { ContactFields::new() } else { view.fields.restricted(set) };
-            ops.push(PushOp { side, hub, kind, item: linked, etag, fields, heads: heads.clone() });
+            ops.push(PushOp { side, hub, kind, item: linked, etag, fields, heads: heads.clone(), peer: None });
         }
     }
     out
@@ -174,5 +177,13 @@ pub fn record(replica: &mut UserReplica, op: &PushOp, outcome: PushOutcome) -> P
     };
     replica.set_entry(op.side, op.hub, entry);
     replica.set_intent(op.side, op.hub, None);
+    if let (PushOutcome::Created { .. }, Side::Crm) = (&outcome, op.side) {
+        // A new CRM item: the Outlook copy's CrmContactId stamp is now stale (SPEC X9), so it
+        // is stamped again on its next push.
+        if let Some(e) = replica.entry(Side::Exchange, op.hub).filter(|e| e.item.is_some() && e.stamped) {
+            let e = SideEntry { stamped: false, ..e.clone() };
+            replica.set_entry(Side::Exchange, op.hub, e);
+        }
+    }
     outcome
 }
