@@ -18,5 +18,6 @@
 
 pub mod connect;
 pub mod engine;
+pub mod hub;
 pub mod merge;
 pub mod model;

@@ -1,7 +1,8 @@
-//! The `synchub` binary. Until the service lands (issues 5 and 7), its one job is `demo`:
-//! two in-memory sides seeded with sample contacts, the real merge core and the real sled
-//! store on local disk, showing a first sync, edits on both sides, a same-field conflict
-//! and a delete that loses to a concurrent edit.
+//! The `synchub` binary. `sync --config FILE` runs one sync of every matched user against
+//! the configured Graph and CRM. Until the service lands (issue 7), the default job is
+//! `demo`: two in-memory sides seeded with sample contacts, the real merge core and the real
+//! sled store on local disk, showing a first sync, edits on both sides, a same-field
+//! conflict and a delete that loses to a concurrent edit.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicI64;
@@ -12,6 +13,7 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 use synchub::engine::memory::MemorySide;
 use synchub::engine::{conflicts, run_user, sample, RunOptions, RunReport};
+use synchub::hub::{Config, Hub};
 use synchub::merge::{RunCtx, UserReplica};
 use synchub::model::{Field, FieldValue, Side};
 use synchub_store::Store;
@@ -34,6 +36,16 @@ enum Command {
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         contacts: u32,
     },
+    /// Run one sync of every matched, enabled user (or one user) and exit: non-zero when a
+    /// user's run failed.
+    Sync {
+        /// The configuration file (TOML; see README "Configuration").
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this user (CRM user id or mailbox address).
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -42,7 +54,57 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command.unwrap_or(Command::Demo { data: "synchub-data/demo".into(), contacts: 200 }) {
         Command::Demo { data, contacts } => demo(&data, contacts as usize),
+        Command::Sync { config, user } => sync(&config, user.as_deref()),
     }
+}
+
+fn sync(config: &std::path::Path, only: Option<&str>) -> Result<()> {
+    let config = Config::load(config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let hub = Hub::from_config(&config, rt.handle().clone())?;
+    let matched = hub.match_users()?;
+    for m in &matched.unmatched_mailboxes {
+        println!("unmatched mailbox {m}");
+    }
+    for u in &matched.unmatched_crm_users {
+        println!("unmatched CRM user {u}");
+    }
+    let mut failed = 0;
+    for pair in &matched.pairs {
+        if only.is_some_and(|u| !u.eq_ignore_ascii_case(&pair.crm_user) && !u.eq_ignore_ascii_case(&pair.address)) {
+            continue;
+        }
+        if !hub.enabled(pair) {
+            println!("{:<32} contact sync off", pair.address);
+            continue;
+        }
+        match hub.sync_user(pair) {
+            Ok(r) => {
+                let [ex, crm] = r.counts;
+                println!(
+                    "{:<32} outlook +{} ~{} -{} | crm +{} ~{} -{} | conflicts {} | matched {} | possible duplicates {} | errors {}",
+                    pair.address,
+                    ex.created,
+                    ex.updated,
+                    ex.deleted,
+                    crm.created,
+                    crm.updated,
+                    crm.deleted,
+                    r.log.conflicts.len(),
+                    r.log.matched.len(),
+                    r.possible_duplicates.len(),
+                    r.errors.len()
+                );
+                failed += usize::from(!r.errors.is_empty());
+            }
+            Err(e) => {
+                println!("{:<32} failed: {e}", pair.address);
+                failed += 1;
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} user(s) did not sync cleanly");
+    Ok(())
 }
 
 fn report(step: &str, r: &RunReport) {
@@ -76,7 +138,7 @@ fn demo(data: &std::path::Path, n: usize) -> Result<()> {
     println!("synchub demo: {n} contacts in Outlook, {n} in the CRM list, store in {}\n", data.display());
     let mut slot = Some(UserReplica::load(&store, "demo-user")?);
     let run = |ex: &mut MemorySide, crm: &mut MemorySide, slot: &mut Option<UserReplica>| -> Result<RunReport> {
-        let opts = RunOptions { ctx: RunCtx::all_fields(Utc::now()), full: false };
+        let opts = RunOptions { ctx: RunCtx::all_fields(Utc::now()), full: false, matching: Default::default() };
         let replica = match slot.take() {
             Some(r) => r,
             None => UserReplica::load(&store, "demo-user")?,

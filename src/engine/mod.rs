@@ -12,6 +12,7 @@
 //! Sides are [`ContactReplica`]s; [`memory::MemorySide`] is an in-memory one for the demo,
 //! tests and benches. The Graph and CRM connectors implement the same contract.
 
+pub mod matching;
 pub mod memory;
 pub mod sample;
 
@@ -80,8 +81,10 @@ pub struct RunReport {
     pub failed_pushes: u32,
     /// Side failures met (pull errors, push errors after read-back).
     pub errors: Vec<(Side, ConnectorError)>,
-    /// Minted, adopted, resurrected contacts and conflicts.
+    /// Minted, adopted, resurrected, matched contacts and conflicts.
     pub log: RunLog,
+    /// Items new on both sides that may be the same person but were not paired (SPEC C3).
+    pub possible_duplicates: Vec<matching::PossibleDuplicate>,
 }
 
 /// What stops a run.
@@ -102,6 +105,8 @@ pub struct RunOptions {
     pub ctx: RunCtx,
     /// Plan every contact instead of only the touched ones (after a rebuild or discard).
     pub full: bool,
+    /// How items new on both sides are paired (SPEC C3, X1).
+    pub matching: matching::InitialMatch,
 }
 
 /// Run one user's sync: recover, pull, observe, resolve, materialise, advance.
@@ -164,6 +169,16 @@ fn run(
     }
 
     let mut merge = Merge::new(replica, opts.ctx);
+    if let ([(Side::Exchange, e), (Side::Crm, c)], matching::InitialMatch::Identity) =
+        (pulled.as_slice(), opts.matching)
+    {
+        let (pairs, duplicates) = matching::find_pairs(merge.replica(), &e.items, &c.items);
+        for d in &duplicates {
+            tracing::info!(user, key = %d.key, exchange = d.exchange.len(), crm = d.crm.len(), "possible duplicates, not paired");
+        }
+        report.possible_duplicates = duplicates;
+        merge.pair(pairs);
+    }
     for (side, p) in &mut pulled {
         let mut items = std::mem::take(&mut p.items);
         if p.full {
@@ -278,11 +293,15 @@ pub struct Resurrection {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
-fn encode_record<T: serde::Serialize>(record: &T) -> Result<Vec<u8>, EngineError> {
+pub(crate) fn encode_record<T: serde::Serialize>(record: &T) -> Result<Vec<u8>, EngineError> {
     postcard::to_allocvec(record).map_err(|e| MergeError::Malformed(format!("encoding a journal record: {e}")).into())
 }
 
-fn read_journal<T: serde::de::DeserializeOwned>(store: &Store, user: &str, kind: &str) -> Result<Vec<T>, EngineError> {
+pub(crate) fn read_journal<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    user: &str,
+    kind: &str,
+) -> Result<Vec<T>, EngineError> {
     store
         .journal(user, kind)?
         .iter()

@@ -114,6 +114,9 @@ impl Merge<'_> {
     /// An unlinked item that carries a hub id the document knows (and that the side has not
     /// linked to another item) is adopted, never re-created (SPEC N1, X9).
     fn adopt(&mut self, side: Side, item_id: &ItemId, item: &SideItem, set: FieldSet) -> Option<HubContactId> {
+        if let Some(hub) = self.assigned.get(&(side, item_id.clone())).copied() {
+            return self.adopt_pair(side, item_id, hub);
+        }
         let hub = item.stamp?;
         let obj = self.replica.doc.contact_obj(hub)?;
         let mut entry = self.replica.entry(side, hub).cloned().unwrap_or_default();
@@ -153,8 +156,25 @@ impl Merge<'_> {
         Some(hub)
     }
 
-    /// The id a new item gets: its stamp when the document does not know it (a rebuild
-    /// re-links by stamps, SPEC X9), else a fresh one.
+    /// The second item of a pair joins the contact the first one made, starting from an
+    /// empty shadow: what it holds is written over the first's values, what it lacks is
+    /// kept from them (SPEC C3: both sides end with the union). The first item of a pair
+    /// is not adopted: it makes the contact under the pair's id.
+    fn adopt_pair(&mut self, side: Side, item_id: &ItemId, hub: HubContactId) -> Option<HubContactId> {
+        self.replica.doc.contact_obj(hub)?;
+        let entry = crate::merge::SideEntry {
+            item: Some(item_id.clone()),
+            etag: None,
+            shadow: ContactFields::new(),
+            base: self.replica.doc.heads(),
+            stamped: false,
+        };
+        self.replica.set_entry(side, hub, entry);
+        Some(hub)
+    }
+
+    /// The id a new item gets: its pair's, its stamp when the document does not know it (a
+    /// rebuild re-links by stamps, SPEC X9), else a fresh one.
     fn new_id(
         &mut self,
         side: Side,
@@ -162,6 +182,9 @@ impl Merge<'_> {
         item: &SideItem,
         creates: &[(HubContactId, ItemId, SideItem)],
     ) -> HubContactId {
+        if let Some(hub) = self.assigned.get(&(side, item_id.clone())) {
+            return *hub;
+        }
         match item.stamp {
             Some(h) if self.replica.doc.contact_obj(h).is_none() && !creates.iter().any(|(c, _, _)| *c == h) => h,
             _ if self.ctx.deterministic_ids => {

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::doc::{decode, write_at, Author, Heads, DELETED};
 use super::state::UserReplica;
 use super::MergeError;
-use crate::model::{equivalent, Field, FieldSet, FieldValue, HubContactId, Side};
+use crate::model::{equivalent, Field, FieldSet, FieldValue, HubContactId, ItemId, Side};
 
 /// What a run needs to know beyond the replica.
 #[derive(Clone, Copy, Debug)]
@@ -73,6 +73,9 @@ pub struct RunLog {
     pub resurrected: Vec<HubContactId>,
     /// Same-field conflicts.
     pub conflicts: Vec<Conflict>,
+    /// Items new on both sides paired as one person (SPEC C3, X1): (contact, Outlook item,
+    /// CRM item).
+    pub matched: Vec<(HubContactId, ItemId, ItemId)>,
 }
 
 /// One run's merge.
@@ -90,6 +93,11 @@ pub struct Merge<'a> {
     pub(crate) log: RunLog,
     /// The document's heads when the run began.
     pub(crate) start_heads: Heads,
+    /// Items paired before observing (SPEC C3): the contact each is to be.
+    pub(crate) assigned: HashMap<(Side, ItemId), HubContactId>,
+    /// Contacts made from a pair: the second item of the pair starts from nothing, so it
+    /// adds what it holds and blanks nothing (both sides end with the union).
+    pub(crate) matched: HashSet<HubContactId>,
 }
 
 impl<'a> Merge<'a> {
@@ -106,6 +114,30 @@ impl<'a> Merge<'a> {
             restores: HashSet::new(),
             touched: BTreeSet::new(),
             log: RunLog::default(),
+            assigned: HashMap::new(),
+            matched: HashSet::new(),
+        }
+    }
+
+    /// Pair items new on both sides (found by identity, SPEC C3/X1) before they are
+    /// observed: each pair becomes one contact. Where the two differ, the CRM's value is
+    /// kept (the firm record); what only one side holds is kept from it.
+    pub fn pair(&mut self, pairs: Vec<(ItemId, ItemId)>) {
+        for (exchange, crm) in pairs {
+            let hub = if self.ctx.deterministic_ids {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::hash::DefaultHasher::new();
+                (self.ctx.now_ms(), exchange.as_str(), crm.as_str()).hash(&mut hasher);
+                let high = hasher.finish();
+                "pair".hash(&mut hasher);
+                HubContactId::from_u128((u128::from(high) << 64) | u128::from(hasher.finish()))
+            } else {
+                HubContactId::mint()
+            };
+            self.assigned.insert((Side::Exchange, exchange.clone()), hub);
+            self.assigned.insert((Side::Crm, crm.clone()), hub);
+            self.matched.insert(hub);
+            self.log.matched.push((hub, exchange, crm));
         }
     }
 

@@ -2,4 +2,6 @@
 
 mod convergence;
 mod durability;
+mod firm;
+mod sync;
 mod world;

@@ -97,6 +97,13 @@ impl CrmState {
         Some(c)
     }
 
+    /// Every contact in `user`'s list, with the user's entry, in id order (for tests and
+    /// the sandbox).
+    pub fn list(&self, user: &str) -> Vec<Contact> {
+        let ids: Vec<String> = self.lists.get(user).map(|l| l.keys().cloned().collect()).unwrap_or_default();
+        ids.iter().filter_map(|cid| self.with_entry(user, cid)).collect()
+    }
+
     /// `GET /api/users/{uid}/list/changes?cursor=&limit=`. Without a cursor: every contact
     /// of the list, paged (cursors `L<feed position>.<offset>`); then the feed from where the
     /// listing began (cursors `F<feed position>`).

@@ -1,0 +1,206 @@
+//! The hub's configuration file (TOML): where the store lives, how to reach Graph and the
+//! CRM, the contact settings (SPEC C3, C6, C8, C10) and mailbox ↔ CRM user overrides (A1).
+//! Secrets may come from the environment instead of the file. Every value has a default but
+//! the endpoints and credentials; an unknown key is an error naming it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::engine::matching::InitialMatch;
+
+/// What `synchub sync --config FILE` reads.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    pub graph: GraphSection,
+    pub crm: CrmSection,
+    #[serde(default)]
+    pub contacts: ContactSettings,
+    /// Mailbox (address, UPN or Graph id) → CRM user id, where matching by address is not
+    /// right (SPEC A1).
+    #[serde(default)]
+    pub users: BTreeMap<String, String>,
+}
+
+/// Where sled keeps the store.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "default_store")]
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: default_store() }
+    }
+}
+
+fn default_store() -> PathBuf {
+    PathBuf::from("synchub-data/store")
+}
+
+/// Microsoft Graph.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphSection {
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    pub tenant: String,
+    pub client_id: String,
+    /// Or `SYNCHUB_GRAPH_CLIENT_SECRET`.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default = "default_graph_base")]
+    pub base: String,
+    /// `Prefer: odata.maxpagesize`.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+fn default_authority() -> String {
+    synchub_connectors::graph::auth::DEFAULT_AUTHORITY.to_string()
+}
+
+fn default_graph_base() -> String {
+    "https://graph.microsoft.com/v1.0".to_string()
+}
+
+fn default_page_size() -> u32 {
+    500
+}
+
+/// The CRM.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrmSection {
+    pub base: String,
+    /// Or `SYNCHUB_CRM_TOKEN`.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// What happens to a contact renamed to a different person (SPEC C10, X4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReusePolicy {
+    /// The old person leaves the user's CRM list; the new one is a new CRM contact.
+    #[default]
+    Split,
+    /// The CRM contact follows the Outlook item (the original product).
+    Follow,
+}
+
+/// The contact settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactSettings {
+    #[serde(default)]
+    pub initial_match: InitialMatch,
+    #[serde(default)]
+    pub reuse_policy: ReusePolicy,
+    /// Whether Outlook notes travel (SPEC C8).
+    #[serde(default = "yes")]
+    pub sync_notes: bool,
+    /// Users (CRM user id or mailbox address) whose contact sync is off (SPEC C6).
+    #[serde(default)]
+    pub disabled_users: Vec<String>,
+}
+
+impl Default for ContactSettings {
+    fn default() -> Self {
+        ContactSettings {
+            initial_match: InitialMatch::Identity,
+            reuse_policy: ReusePolicy::Split,
+            sync_notes: true,
+            disabled_users: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Missing(String),
+}
+
+impl Config {
+    /// Read and check `path`; secrets missing from the file are taken from the
+    /// environment (`SYNCHUB_GRAPH_CLIENT_SECRET`, `SYNCHUB_CRM_TOKEN`).
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+            other => other,
+        })
+    }
+
+    /// Parse a configuration's text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        if config.graph.client_secret.is_none() {
+            config.graph.client_secret = std::env::var("SYNCHUB_GRAPH_CLIENT_SECRET").ok();
+        }
+        if config.crm.token.is_none() {
+            config.crm.token = std::env::var("SYNCHUB_CRM_TOKEN").ok();
+        }
+        if config.graph.client_secret.is_none() {
+            return Err(ConfigError::Missing(
+                "graph.client_secret is not set (in the file or SYNCHUB_GRAPH_CLIENT_SECRET)".into(),
+            ));
+        }
+        if config.crm.token.is_none() {
+            return Err(ConfigError::Missing("crm.token is not set (in the file or SYNCHUB_CRM_TOKEN)".into()));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[graph]
+tenant = "firm"
+client_id = "app"
+client_secret = "s"
+[crm]
+base = "http://crm"
+token = "t"
+"#;
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.contacts.initial_match, InitialMatch::Identity);
+        assert_eq!(c.contacts.reuse_policy, ReusePolicy::Split);
+        assert!(c.contacts.sync_notes);
+        assert_eq!(c.graph.base, "https://graph.microsoft.com/v1.0");
+        assert_eq!(c.store.path, PathBuf::from("synchub-data/store"));
+    }
+
+    #[test]
+    fn bad_files_are_named_errors() {
+        let typo = MINIMAL.replace("[crm]", "[contacts]\ninitial_mach = \"none\"\n[crm]");
+        let e = Config::parse(&typo).unwrap_err().to_string();
+        assert!(e.contains("initial_mach"), "{e}");
+        let bad = MINIMAL.replace("[crm]", "[contacts]\nreuse_policy = \"merge\"\n[crm]");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("merge"), "{e}");
+    }
+}

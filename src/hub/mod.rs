@@ -1,0 +1,271 @@
+//! The hub: the two real connectors, the store and the settings, running users' syncs.
+//! Mailboxes are matched to CRM users (SPEC A1), each matched and enabled user's run goes
+//! through the engine with a [`GraphSide`] and a [`CrmSide`], one run per user at a time,
+//! and every run leaves a record in the user's history (A2, A5).
+
+pub mod config;
+pub mod scheduler;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use synchub_connectors::crm::client::CrmClient;
+use synchub_connectors::graph::GraphClient;
+use synchub_connectors::ConnectorError;
+use synchub_store::{Store, UserWrite};
+use tokio::runtime::Handle;
+
+use crate::connect::crm::CrmSide;
+use crate::connect::graph::GraphSide;
+use crate::engine::{encode_record, read_journal, run_user, EngineError, RunOptions, RunReport};
+use crate::merge::{RunCtx, UserReplica};
+use crate::model::{Field, FieldSet, Side};
+pub use config::{Config, ContactSettings, ReusePolicy};
+
+/// A mailbox and the CRM user whose list mirrors it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserPair {
+    /// The key of the user's state in the store (the CRM user id).
+    pub key: String,
+    /// The Graph user id of the mailbox.
+    pub mailbox: String,
+    /// The mailbox's primary SMTP address, for reports.
+    pub address: String,
+    /// The CRM user id.
+    pub crm_user: String,
+}
+
+/// The outcome of matching mailboxes to CRM users (SPEC A1).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserMatch {
+    pub pairs: Vec<UserPair>,
+    /// Mailboxes with no CRM user (by address, UPN or override).
+    pub unmatched_mailboxes: Vec<String>,
+    /// CRM users with no mailbox.
+    pub unmatched_crm_users: Vec<String>,
+}
+
+/// A run as the history keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub user: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    /// Created / updated / deleted, Outlook then CRM.
+    pub counts: [[u32; 3]; 2],
+    pub conflicts: u32,
+    pub matched: u32,
+    pub possible_duplicates: u32,
+    pub failed_pushes: u32,
+    /// What went wrong (side failures; the run error, if it stopped).
+    pub errors: Vec<String>,
+}
+
+/// The journal kind of run records.
+pub const RUN: &str = "run";
+
+/// What stops a user's run.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] synchub_store::StoreError),
+    #[error("{0}")]
+    Connector(#[from] ConnectorError),
+    #[error("contact sync is off for {0} (SPEC C6)")]
+    Disabled(String),
+}
+
+/// The hub.
+pub struct Hub {
+    store: Store,
+    graph: GraphClient,
+    crm: CrmClient,
+    rt: Handle,
+    settings: ContactSettings,
+    overrides: BTreeMap<String, String>,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+}
+
+impl Hub {
+    /// A hub over `store` and the two clients; `rt` runs the clients' requests. Runs are
+    /// made from blocking threads (`spawn_blocking`), never on the runtime's own workers.
+    pub fn new(
+        store: Store,
+        graph: GraphClient,
+        crm: CrmClient,
+        rt: Handle,
+        settings: ContactSettings,
+        overrides: BTreeMap<String, String>,
+    ) -> Hub {
+        Hub {
+            store,
+            graph,
+            crm,
+            rt,
+            settings,
+            overrides: overrides.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect(),
+            locks: Mutex::new(HashMap::new()),
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    /// A hub as `config` describes it, its store opened (made if missing).
+    pub fn from_config(config: &Config, rt: Handle) -> Result<Hub, HubError> {
+        use synchub_connectors::graph::{Credentials, GraphConfig};
+        use synchub_connectors::http::{RetryPolicy, Secret};
+        std::fs::create_dir_all(&config.store.path).map_err(|e| {
+            HubError::Connector(ConnectorError::new(
+                synchub_connectors::ErrorKind::Unavailable,
+                format!("creating {}: {e}", config.store.path.display()),
+            ))
+        })?;
+        let store = Store::open(&config.store.path)?;
+        let g = &config.graph;
+        let secret = Secret::new(g.client_secret.clone().unwrap_or_default());
+        let mut graph = GraphConfig::new(Credentials::new(&g.authority, &g.tenant, &g.client_id, secret));
+        graph.base = g.base.clone();
+        graph.page_size = g.page_size;
+        let graph = GraphClient::new(graph)?;
+        let token = Secret::new(config.crm.token.clone().unwrap_or_default());
+        let crm = CrmClient::new(&config.crm.base, token, RetryPolicy::default())?;
+        Ok(Hub::new(store, graph, crm, rt, config.contacts.clone(), config.users.clone()))
+    }
+
+    /// Use `clock` for run times (tests set time).
+    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>) -> Hub {
+        self.clock = clock;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The contact settings.
+    pub fn settings(&self) -> &ContactSettings {
+        &self.settings
+    }
+
+    /// Match the tenant's mailboxes to the CRM's users: by override first, then by primary
+    /// SMTP address or UPN against the CRM user's e-mail or login, case-insensitively.
+    /// Nothing is guessed: the rest is reported unmatched.
+    pub fn match_users(&self) -> Result<UserMatch, HubError> {
+        let mailboxes = self.rt.block_on(self.graph.users())?;
+        let crm_users = self.rt.block_on(self.crm.users())?;
+        let mut out = UserMatch::default();
+        let mut used = std::collections::HashSet::new();
+        for m in &mailboxes {
+            let names: Vec<String> = [Some(&m.id), m.mail.as_ref(), m.user_principal_name.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|s| s.to_lowercase())
+                .collect();
+            let address = m.mail.clone().or_else(|| m.user_principal_name.clone()).unwrap_or_else(|| m.id.clone());
+            let by_override = names.iter().find_map(|n| self.overrides.get(n));
+            let found = match by_override {
+                Some(id) => crm_users.iter().find(|u| u.id == *id),
+                None => crm_users
+                    .iter()
+                    .find(|u| names.iter().any(|n| u.email.eq_ignore_ascii_case(n) || u.login.eq_ignore_ascii_case(n))),
+            };
+            match found {
+                Some(u) if used.insert(u.id.clone()) => out.pairs.push(UserPair {
+                    key: u.id.clone(),
+                    mailbox: m.id.clone(),
+                    address,
+                    crm_user: u.id.clone(),
+                }),
+                _ => out.unmatched_mailboxes.push(address),
+            }
+        }
+        out.unmatched_crm_users = crm_users.iter().filter(|u| !used.contains(&u.id)).map(|u| u.id.clone()).collect();
+        for m in &out.unmatched_mailboxes {
+            tracing::warn!(mailbox = %m, "no CRM user for this mailbox; not synced (SPEC A1)");
+        }
+        Ok(out)
+    }
+
+    /// Whether contact sync is on for `pair` (SPEC C6).
+    pub fn enabled(&self, pair: &UserPair) -> bool {
+        !self.settings.disabled_users.iter().any(|d| {
+            d.eq_ignore_ascii_case(&pair.crm_user) || d.eq_ignore_ascii_case(&pair.address) || *d == pair.mailbox
+        })
+    }
+
+    /// The fields both sides carry (SPEC C8: notes only when `sync_notes`).
+    pub fn fields(&self) -> FieldSet {
+        if self.settings.sync_notes {
+            FieldSet::all()
+        } else {
+            FieldSet::all().without(Field::Notes)
+        }
+    }
+
+    /// Run `pair`'s sync once (one run per user at a time: a second caller waits), and
+    /// record it in the user's history.
+    pub fn sync_user(&self, pair: &UserPair) -> Result<RunReport, HubError> {
+        if !self.enabled(pair) {
+            return Err(HubError::Disabled(pair.address.clone()));
+        }
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(pair.key.clone()).or_default().clone()
+        };
+        let _running = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let started = (self.clock)();
+        let set = self.fields();
+        let mut graph = GraphSide::new(self.graph.clone(), self.rt.clone(), &pair.mailbox, set);
+        let mut crm = CrmSide::new(self.crm.clone(), self.rt.clone(), &pair.crm_user, set);
+        let opts = RunOptions {
+            ctx: RunCtx { fields: [set; 2], now: started, deterministic_ids: false },
+            full: false,
+            matching: self.settings.initial_match,
+        };
+        let result = UserReplica::load(&self.store, &pair.key)
+            .map_err(EngineError::from)
+            .and_then(|replica| run_user(&self.store, &pair.key, replica, [&mut graph, &mut crm], opts));
+        let finished = (self.clock)();
+        let record = match &result {
+            Ok((_, report)) => RunRecord {
+                user: pair.key.clone(),
+                started,
+                finished,
+                counts: [Side::Exchange, Side::Crm].map(|s| {
+                    let c = report.counts[s.index()];
+                    [c.created, c.updated, c.deleted]
+                }),
+                conflicts: report.log.conflicts.len() as u32,
+                matched: report.log.matched.len() as u32,
+                possible_duplicates: report.possible_duplicates.len() as u32,
+                failed_pushes: report.failed_pushes,
+                errors: report.errors.iter().map(|(side, e)| format!("{side}: {e}")).collect(),
+            },
+            Err(e) => RunRecord {
+                user: pair.key.clone(),
+                started,
+                finished,
+                counts: [[0; 3]; 2],
+                conflicts: 0,
+                matched: 0,
+                possible_duplicates: 0,
+                failed_pushes: 0,
+                errors: vec![e.to_string()],
+            },
+        };
+        let mut write = UserWrite::new();
+        write.journal(RUN, finished.timestamp_millis(), encode_record(&record)?);
+        self.store.commit(&pair.key, write)?;
+        Ok(result?.1)
+    }
+
+    /// `user`'s run history, oldest first.
+    pub fn history(&self, user: &str) -> Result<Vec<RunRecord>, HubError> {
+        Ok(read_journal(&self.store, user, RUN)?)
+    }
+}

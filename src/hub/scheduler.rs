@@ -1,0 +1,1 @@
+//! The scheduler (SPEC A2–A4): comes with the next commit.

@@ -1,0 +1,204 @@
+//! Two-way contact sync end to end (issue 5): the hub drives the real Graph and CRM clients
+//! against both emulators over loopback, through the merge core and a sled store on disk.
+//! Each test is named after the SPEC rule it shows.
+
+use synchub::engine::matching::InitialMatch;
+use synchub::hub::ContactSettings;
+use synchub::model::Field;
+
+use crate::firm::{person, text, Firm};
+
+fn identity() -> ContactSettings {
+    ContactSettings::default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_c3_first_sync_pairs_the_same_person_and_unions_the_rest() {
+    let firm = Firm::start(1, identity()).await;
+    let mut jane_outlook = person("Jane", "Tarnoff", "Acme", "jane@acme.com");
+    jane_outlook.set(Field::MobilePhone, Some(synchub::model::FieldValue::Text("+1 917 555 0100".into())));
+    firm.outlook_add(1, &jane_outlook);
+    firm.outlook_add(1, &person("Bob", "Ng", "Initech", "bob@initech.example"));
+    let mut jane_crm = person("Jane", "Tarnoff", "Acme Corp", "Jane@Acme.com");
+    jane_crm.set(Field::JobTitle, Some(synchub::model::FieldValue::Text("General Counsel".into())));
+    firm.crm_add(1, &jane_crm);
+    firm.crm_add(1, &person("Cy", "Oh", "Globex", "cy@globex.example"));
+
+    let report = firm.sync(1).await;
+    assert_eq!(report.log.matched.len(), 1, "Jane is one person (same e-mail)");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    let (outlook, _) = firm.sides(1);
+    assert_eq!(outlook.len(), 3, "Jane, Bob and Cy; no duplicate Jane");
+    let jane = outlook.iter().find(|f| text(f, Field::Surname).as_deref() == Some("Tarnoff")).expect("Jane");
+    assert_eq!(text(jane, Field::MobilePhone).as_deref(), Some("+1 917 555 0100"), "Outlook's phone kept");
+    assert_eq!(text(jane, Field::JobTitle).as_deref(), Some("General Counsel"), "the CRM's title kept");
+    assert_eq!(text(jane, Field::Company).as_deref(), Some("Acme Corp"), "where they differ, the firm record's");
+
+    let quiet = firm.sync(1).await;
+    assert_eq!(quiet.counts.iter().map(|c| c.created + c.updated + c.deleted).sum::<u32>(), 0, "echoes never bounce");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c3_initial_match_none_keeps_the_originals_duplicates() {
+    let settings = ContactSettings { initial_match: InitialMatch::None, ..identity() };
+    let firm = Firm::start(1, settings).await;
+    firm.outlook_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.com"));
+    firm.crm_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.com"));
+    let report = firm.sync(1).await;
+    assert!(report.log.matched.is_empty());
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    assert_eq!(firm.outlook(1).len(), 2, "two Janes, as the original product makes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c3_ambiguous_candidates_are_reported_never_paired() {
+    let firm = Firm::start(1, identity()).await;
+    firm.outlook_add(1, &person("Ann", "Lee", "Globex", ""));
+    firm.outlook_add(1, &person("Ann", "Lee", "Globex", ""));
+    firm.crm_add(1, &person("Ann", "Lee", "Globex", ""));
+    let report = firm.sync(1).await;
+    assert!(report.log.matched.is_empty());
+    assert_eq!(report.possible_duplicates.len(), 1, "{:?}", report.possible_duplicates);
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    assert_eq!(firm.outlook(1).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c4_creates_edits_and_deletes_flow_both_ways() {
+    let firm = Firm::start(1, identity()).await;
+    let o = firm.outlook_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.com"));
+    let c = firm.crm_add(1, &person("Cy", "Oh", "Globex", "cy@globex.example"));
+    firm.sync(1).await;
+    firm.outlook_edit(1, &o, Field::JobTitle, Some("Partner"));
+    firm.crm_edit(&c, Field::Department, Some("Tax"));
+    let report = firm.sync(1).await;
+    assert_eq!((report.counts[0].updated, report.counts[1].updated), (1, 1), "{report:?}");
+    firm.assert_mirrored(1);
+    let cy_in_outlook = firm
+        .outlook(1)
+        .into_iter()
+        .find(|x| x.surname.as_deref() == Some("Oh"))
+        .and_then(|x| x.id)
+        .expect("Cy in Outlook");
+    firm.outlook_delete(1, &cy_in_outlook);
+    let jane_in_crm =
+        firm.crm_list(1).into_iter().find(|x| x.name.last == "Tarnoff").map(|x| x.contact_id).expect("Jane in the CRM");
+    firm.crm_remove(1, &jane_in_crm);
+    let report = firm.sync(1).await;
+    assert_eq!((report.counts[0].deleted, report.counts[1].deleted), (1, 1), "{report:?}");
+    assert!(firm.outlook(1).is_empty() && firm.crm_list(1).is_empty());
+    assert!(firm.crm.state().contact(&jane_in_crm).is_some(), "the firm record stays; only the list entry goes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c5_concurrent_edits_merge_field_by_field_and_same_field_conflicts_are_recorded() {
+    let firm = Firm::start(1, identity()).await;
+    let o = firm.outlook_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.com"));
+    firm.sync(1).await;
+    let c = firm.crm_list(1)[0].contact_id.clone();
+    firm.outlook_edit(1, &o, Field::JobTitle, Some("Partner"));
+    firm.crm_edit(&c, Field::Department, Some("Tax"));
+    firm.outlook_edit(1, &o, Field::Company, Some("Acme Outlook"));
+    firm.crm_edit(&c, Field::Company, Some("Acme CRM"));
+    let report = firm.sync(1).await;
+    assert_eq!(report.log.conflicts.len(), 1, "{:?}", report.log.conflicts);
+    firm.assert_mirrored(1);
+    let (outlook, _) = firm.sides(1);
+    assert_eq!(text(&outlook[0], Field::JobTitle).as_deref(), Some("Partner"));
+    assert_eq!(text(&outlook[0], Field::Department).as_deref(), Some("Tax"));
+    let conflicts = synchub::engine::conflicts(firm.hub.store(), "u1").expect("conflicts");
+    assert_eq!(conflicts.len(), 1, "recorded for the API (X2)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c11_a_shared_firm_contact_converges_in_every_list_and_mailbox() {
+    let firm = Firm::start(2, identity()).await;
+    let c = firm.crm_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.com"));
+    firm.crm.state().add_to_list("u2", &c).expect("share");
+    firm.sync(1).await;
+    firm.sync(2).await;
+    let o1 = firm.outlook(1)[0].id.clone().expect("id");
+    firm.outlook_edit(1, &o1, Field::JobTitle, Some("Partner"));
+    firm.sync(1).await;
+    firm.sync(2).await;
+    for i in [1, 2] {
+        firm.assert_mirrored(i);
+        let (outlook, _) = firm.sides(i);
+        assert_eq!(text(&outlook[0], Field::JobTitle).as_deref(), Some("Partner"), "user {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x9_a_lost_store_relinks_by_stamps_without_duplicates() {
+    let mut firm = Firm::start(1, identity()).await;
+    for i in 0..5 {
+        firm.outlook_add(1, &person(&format!("O{i}"), "Out", "Acme", &format!("o{i}@acme.com")));
+        firm.crm_add(1, &person(&format!("C{i}"), "Crm", "Acme", &format!("c{i}@acme.com")));
+    }
+    firm.sync(1).await;
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    firm.lose_store();
+    let report = firm.sync(1).await;
+    assert_eq!(report.counts.iter().map(|c| c.created).sum::<u32>(), 0, "nothing re-created: {report:?}");
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    assert_eq!(firm.outlook(1).len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c6_contact_sync_off_leaves_both_sides_and_on_again_resumes_without_duplicates() {
+    let mut firm = Firm::start(1, identity()).await;
+    firm.outlook_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.com"));
+    firm.sync(1).await;
+    let off = ContactSettings { disabled_users: vec!["u1@firm.example".into()], ..identity() };
+    firm.restart(off);
+    firm.outlook_add(1, &person("Bob", "Ng", "Initech", "bob@initech.example"));
+    let e = firm.try_sync(1).await.unwrap_err();
+    assert!(e.to_string().contains("contact sync is off"), "{e}");
+    assert_eq!(firm.crm_list(1).len(), 1, "nothing moves while off");
+    firm.restart(identity());
+    firm.sync(1).await;
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    assert_eq!(firm.outlook(1).len(), 2, "resumed from the stored state, no duplicate Jane");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c8_notes_off_never_travel_and_are_never_blanked() {
+    let settings = ContactSettings { sync_notes: false, ..identity() };
+    let firm = Firm::start(1, settings).await;
+    let mut jane = person("Jane", "Tarnoff", "Acme", "jane@acme.com");
+    jane.set(Field::Notes, Some(synchub::model::FieldValue::Text("met at the dinner".into())));
+    let o = firm.outlook_add(1, &jane);
+    firm.sync(1).await;
+    let entry = firm.crm_list(1)[0].entry.clone().expect("entry");
+    assert_eq!(entry.notes, "", "Outlook notes stay in Outlook");
+    firm.outlook_edit(1, &o, Field::JobTitle, Some("Partner"));
+    firm.sync(1).await;
+    let item = firm.graph.state().contact("m1", &o).expect("item");
+    assert_eq!(item.personal_notes.as_deref(), Some("met at the dinner"), "never blanked by a push");
+    assert_eq!(firm.crm_list(1)[0].job_title, "Partner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a1_mailboxes_match_crm_users_by_address_and_the_rest_is_reported() {
+    let firm = Firm::start(2, identity()).await;
+    firm.graph.state().add_user("m9", "Temp", "temp@firm.example");
+    firm.crm.state().put_user(synchub_connectors::crm::wire::User {
+        id: "u7".into(),
+        login: "user7".into(),
+        email: "u7@firm.example".into(),
+        display_name: "User 7".into(),
+    });
+    let hub = firm.hub.clone();
+    let matched = tokio::task::spawn_blocking(move || hub.match_users()).await.expect("task").expect("match");
+    let pairs: Vec<(&str, &str)> = matched.pairs.iter().map(|p| (p.mailbox.as_str(), p.crm_user.as_str())).collect();
+    assert_eq!(pairs, [("m1", "u1"), ("m2", "u2")], "by address, case-insensitively");
+    assert_eq!(matched.unmatched_mailboxes, ["temp@firm.example"]);
+    assert_eq!(matched.unmatched_crm_users, ["u7"]);
+}
