@@ -1,6 +1,7 @@
 //! synchub's integration tests: one binary, one module per area (STYLE.md 11).
 
 mod convergence;
+mod crash;
 mod durability;
 mod firm;
 mod sync;

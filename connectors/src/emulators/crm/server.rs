@@ -31,6 +31,8 @@ pub enum Fault {
     Throttle { retry_after_secs: f64 },
     /// Wait, then serve the request.
     Delay(Duration),
+    /// Do the request, then answer 503 as if the answer were lost on the way back.
+    LostAnswer,
 }
 
 /// The emulator: its state, the token it accepts and the queued faults.
@@ -39,6 +41,7 @@ pub struct CrmEmulator {
     state: Arc<Mutex<CrmState>>,
     faults: Arc<Mutex<VecDeque<Fault>>>,
     token: Arc<String>,
+    latency: Arc<Mutex<Duration>>,
 }
 
 impl CrmEmulator {
@@ -48,6 +51,7 @@ impl CrmEmulator {
             state: Arc::new(Mutex::new(state)),
             faults: Arc::new(Mutex::new(VecDeque::new())),
             token: Arc::new(token.to_string()),
+            latency: Arc::new(Mutex::new(Duration::ZERO)),
         }
     }
 
@@ -59,6 +63,11 @@ impl CrmEmulator {
     /// Queue faults for the next requests, in order.
     pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
         self.faults.lock().unwrap_or_else(|p| p.into_inner()).extend(faults);
+    }
+
+    /// Every request waits this long first.
+    pub fn set_latency(&self, latency: Duration) {
+        *self.latency.lock().unwrap_or_else(|p| p.into_inner()) = latency;
     }
 
     /// Serve on `addr` (port 0: any free port) in the background; returns the base URL.
@@ -112,6 +121,10 @@ async fn gate(State(emu): State<CrmEmulator>, req: Request, next: Next) -> Respo
         return error(401, "unauthenticated", "a valid bearer token is required");
     }
     let fault = emu.faults.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+    let latency = *emu.latency.lock().unwrap_or_else(|p| p.into_inner());
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     match fault {
         Some(Fault::Status(status)) => return error(status, "injected", "injected fault"),
         Some(Fault::Throttle { retry_after_secs }) => {
@@ -122,6 +135,10 @@ async fn gate(State(emu): State<CrmEmulator>, req: Request, next: Next) -> Respo
             return response;
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::LostAnswer) => {
+            let _done = next.run(req).await;
+            return error(503, "unavailable", "the answer was lost");
+        }
         None => {}
     }
     next.run(req).await
