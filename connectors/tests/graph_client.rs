@@ -569,6 +569,8 @@ async fn transient_failures_are_retried_but_a_create_is_never_repeated_blind() {
     let folder = graph.default_folder(USER).await.expect("folder").id;
     emu.inject(Some("/contactFolders/"), [Fault::DelayMs(1_000)]);
     graph.default_folder(USER).await.expect("a timed-out read is retried");
+    emu.inject(Some("/contactFolders/"), [Fault::Drop]);
+    graph.default_folder(USER).await.expect("a dropped connection is retried");
 
     let create = ContactWrite::Create {
         hub_id: "hub-1".into(),

@@ -5,4 +5,5 @@ mod crash;
 mod durability;
 mod firm;
 mod sync;
+mod sync_prop;
 mod world;

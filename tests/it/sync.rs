@@ -202,3 +202,21 @@ async fn a1_mailboxes_match_crm_users_by_address_and_the_rest_is_reported() {
     assert_eq!(matched.unmatched_mailboxes, ["temp@firm.example"]);
     assert_eq!(matched.unmatched_crm_users, ["u7"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c4_deleting_a_shared_contact_in_outlook_takes_it_off_that_users_list_only() {
+    let firm = Firm::start(2, identity()).await;
+    let c = firm.crm_add(1, &person("Firm", "Shared", "Acme", "shared@acme.example"));
+    firm.crm.state().add_to_list("u2", &c).expect("share");
+    firm.sync(2).await;
+    let o = firm.outlook(2)[0].id.clone().expect("id");
+    firm.outlook_delete(2, &o);
+    let r = firm.sync(2).await;
+    eprintln!("{r:?}");
+    let r = firm.sync(2).await;
+    eprintln!("{r:?}");
+    assert!(firm.crm_list(2).is_empty(), "off user 2's list");
+    assert_eq!(firm.crm_list(1).len(), 1, "still on user 1's");
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+}

@@ -33,6 +33,8 @@ pub enum Fault {
     Delay(Duration),
     /// Do the request, then answer 503 as if the answer were lost on the way back.
     LostAnswer,
+    /// Drop the connection before doing the request (the answer's body is cut short).
+    Drop,
 }
 
 /// The emulator: its state, the token it accepts and the queued faults.
@@ -58,6 +60,11 @@ impl CrmEmulator {
     /// The state, for seeding and for side-channel edits in tests.
     pub fn state(&self) -> MutexGuard<'_, CrmState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forget every queued fault.
+    pub fn clear_faults(&self) {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Queue faults for the next requests, in order.
@@ -139,6 +146,7 @@ async fn gate(State(emu): State<CrmEmulator>, req: Request, next: Next) -> Respo
             let _done = next.run(req).await;
             return error(503, "unavailable", "the answer was lost");
         }
+        Some(Fault::Drop) => return crate::emulators::graph::server::dropped(),
         None => {}
     }
     next.run(req).await

@@ -38,6 +38,8 @@ pub enum Fault {
     Malformed,
     /// Do the request, then answer 503 as if the answer were lost on the way back.
     LostAnswer,
+    /// Drop the connection before doing the request (the answer's body is cut short).
+    Drop,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -103,6 +105,11 @@ impl GraphEmulator {
     /// The state, for seeding and side-channel edits.
     pub fn state(&self) -> MutexGuard<'_, GraphState> {
         lock(&self.state)
+    }
+
+    /// Forget every queued fault.
+    pub fn clear_faults(&self) {
+        lock(&self.control).faults.clear();
     }
 
     /// Queue faults for the next requests whose path contains `path` (any with `None`).
@@ -287,6 +294,7 @@ async fn gate(State(emu): State<GraphEmulator>, req: Request, next: Next) -> Res
             let _done = next.run(req).await;
             error(503, "ServiceUnavailable", "the answer was lost")
         }
+        Some(Fault::Drop) => dropped(),
         Some(Fault::DelayMs(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             next.run(req).await
@@ -688,4 +696,26 @@ async fn admin_stats(State(emu): State<GraphEmulator>) -> Json<Stats> {
 async fn admin_expire(State(emu): State<GraphEmulator>, Path(uid): Path<String>) -> Result<StatusCode, GraphError> {
     emu.state().expire_delta_tokens(&uid)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A response whose body fails at once: the server drops the connection mid-answer, as a
+/// dropped connection looks to a client (before the request was done).
+pub(crate) fn dropped() -> Response {
+    let mut response = Response::new(Body::new(FailingBody));
+    response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    response
+}
+
+struct FailingBody;
+
+impl http_body::Body for FailingBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(Some(Err(std::io::Error::other("connection dropped (injected)"))))
+    }
 }

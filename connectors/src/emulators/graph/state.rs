@@ -102,6 +102,8 @@ struct Mailbox {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeltaToken {
     pub epoch: u64,
+    /// A first round, listing everything live (not the changes since a token).
+    pub full: bool,
     pub from: u64,
     pub to: u64,
     pub offset: usize,
@@ -112,18 +114,27 @@ pub struct DeltaToken {
 
 impl DeltaToken {
     fn encode(&self) -> String {
-        format!("{}.{}.{}.{}.{}.{}", self.epoch, self.from, self.to, self.offset, self.start, self.end)
+        let full = u8::from(self.full);
+        format!("{}.{full}.{}.{}.{}.{}.{}", self.epoch, self.from, self.to, self.offset, self.start, self.end)
     }
 
     fn decode(s: &str) -> Result<DeltaToken, GraphError> {
         let parts: Vec<&str> = s.split('.').collect();
         let bad = || GraphError { status: 400, code: "InvalidDeltaToken", message: format!("bad token `{s}`") };
-        if parts.len() != 6 {
+        if parts.len() != 7 {
             return Err(bad());
         }
         let n = |i: usize| parts[i].parse::<u64>().map_err(|_| bad());
         let t = |i: usize| parts[i].parse::<i64>().map_err(|_| bad());
-        Ok(DeltaToken { epoch: n(0)?, from: n(1)?, to: n(2)?, offset: n(3)? as usize, start: t(4)?, end: t(5)? })
+        Ok(DeltaToken {
+            epoch: n(0)?,
+            full: n(1)? == 1,
+            from: n(2)?,
+            to: n(3)?,
+            offset: n(4)? as usize,
+            start: t(5)?,
+            end: t(6)?,
+        })
     }
 }
 
@@ -398,7 +409,7 @@ impl GraphState {
         let token = round(m, q, &m.contact_log)?;
         // A full round lists what was live when it started (`to`): an item deleted since
         // stays a member (served as removed), so the pages never shift under a reader.
-        let full = token.from == 0;
+        let full = token.full;
         let members: Vec<&String> = changed(&m.contact_log, token.from, token.to)
             .into_iter()
             .filter(|id| {
@@ -456,7 +467,7 @@ impl GraphState {
             (token.start, token.end) = (start.timestamp(), end.timestamp());
         }
         let in_window = |e: &StoredEvent| !e.deleted && overlaps(&e.event, token.start, token.end);
-        let full = token.from == 0;
+        let full = token.full;
         // Membership of a full round is fixed by the state at `to`: an event changed since
         // is kept (served as it is now, or as removed) so the pages never shift.
         let members: Vec<&String> = changed(&m.event_log, token.from, token.to)
@@ -530,9 +541,9 @@ fn round(m: &Mailbox, q: &DeltaQuery, log: &[(u64, String)]) -> Result<DeltaToke
         (Some(skip), _) => DeltaToken::decode(skip)?,
         (None, Some(delta)) => {
             let d = DeltaToken::decode(delta)?;
-            DeltaToken { from: d.to, to, offset: 0, ..d }
+            DeltaToken { full: false, from: d.to, to, offset: 0, ..d }
         }
-        (None, None) => DeltaToken { epoch: m.epoch, from: 0, to, offset: 0, start: 0, end: 0 },
+        (None, None) => DeltaToken { epoch: m.epoch, full: true, from: 0, to, offset: 0, start: 0, end: 0 },
     };
     if token.epoch != m.epoch {
         return Err(GraphError::expired());
@@ -561,7 +572,7 @@ fn next(token: DeltaToken, total: usize, size: usize) -> Result<String, String> 
     if offset < total {
         Ok(DeltaToken { offset, ..token }.encode())
     } else {
-        Err(DeltaToken { from: token.to, offset: 0, ..token }.encode())
+        Err(DeltaToken { full: false, from: token.to, offset: 0, ..token }.encode())
     }
 }
 
