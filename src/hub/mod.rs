@@ -269,3 +269,78 @@ impl Hub {
         Ok(read_journal(&self.store, user, RUN)?)
     }
 }
+
+/// The hub's users as the scheduler's jobs: each cycle matches mailboxes to CRM users again
+/// (new staff are picked up) and runs every enabled pair on a blocking thread.
+pub struct HubJobs {
+    hub: Arc<Hub>,
+    pairs: Mutex<HashMap<String, UserPair>>,
+}
+
+impl HubJobs {
+    pub fn new(hub: Arc<Hub>) -> HubJobs {
+        HubJobs { hub, pairs: Mutex::new(HashMap::new()) }
+    }
+}
+
+fn job_error(message: String, errors: &[&ConnectorError]) -> scheduler::JobError {
+    let retry_after = errors
+        .iter()
+        .filter_map(|e| match e.kind {
+            synchub_connectors::ErrorKind::Throttled { retry_after } => retry_after,
+            _ => None,
+        })
+        .max();
+    scheduler::JobError { message, retry_after }
+}
+
+impl scheduler::Jobs for HubJobs {
+    fn users(&self) -> scheduler::BoxFuture<'_, Result<Vec<String>, scheduler::JobError>> {
+        Box::pin(async move {
+            let hub = self.hub.clone();
+            let matched = tokio::task::spawn_blocking(move || hub.match_users())
+                .await
+                .map_err(|e| job_error(format!("matching users: {e}"), &[]))?
+                .map_err(|e| job_error(format!("matching users: {e}"), &[]))?;
+            let enabled: Vec<UserPair> = matched.pairs.into_iter().filter(|p| self.hub.enabled(p)).collect();
+            let keys = enabled.iter().map(|p| p.key.clone()).collect();
+            let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+            *pairs = enabled.into_iter().map(|p| (p.key.clone(), p)).collect();
+            Ok(keys)
+        })
+    }
+
+    fn run<'a>(&'a self, user: &'a str) -> scheduler::BoxFuture<'a, Result<(), scheduler::JobError>> {
+        Box::pin(async move {
+            let pair = {
+                let pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+                pairs.get(user).cloned()
+            };
+            let pair = match pair {
+                Some(p) => p,
+                None => {
+                    self.users().await?;
+                    let pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+                    pairs
+                        .get(user)
+                        .cloned()
+                        .ok_or_else(|| job_error(format!("no matched, enabled user {user}"), &[]))?
+                }
+            };
+            let hub = self.hub.clone();
+            let result = tokio::task::spawn_blocking(move || hub.sync_user(&pair))
+                .await
+                .map_err(|e| job_error(format!("the run of {user} stopped: {e}"), &[]))?;
+            match result {
+                Ok(report) if report.errors.is_empty() => Ok(()),
+                Ok(report) => {
+                    let errors: Vec<&ConnectorError> = report.errors.iter().map(|(_, e)| e).collect();
+                    let message = report.errors.iter().map(|(s, e)| format!("{s}: {e}")).collect::<Vec<_>>().join("; ");
+                    Err(job_error(message, &errors))
+                }
+                Err(HubError::Connector(e)) => Err(job_error(e.to_string(), &[&e])),
+                Err(e) => Err(job_error(e.to_string(), &[])),
+            }
+        })
+    }
+}

@@ -220,3 +220,30 @@ async fn c4_deleting_a_shared_contact_in_outlook_takes_it_off_that_users_list_on
     firm.sync(1).await;
     firm.assert_mirrored(1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2_a4_the_scheduler_runs_every_user_and_a_throttled_side_is_waited_out() {
+    use std::sync::Arc;
+    use synchub::hub::scheduler::{Schedule, Scheduler};
+    use synchub::hub::HubJobs;
+    use synchub_connectors::emulators::crm::Fault;
+
+    let firm = Firm::start(3, identity()).await;
+    for u in 1..=3 {
+        firm.outlook_add(u, &person("Jane", &format!("User{u}"), "Acme", &format!("jane{u}@acme.com")));
+    }
+    // The CRM throttles the first requests: Retry-After is honoured, and the run retried.
+    firm.crm.inject((0..8).map(|_| Fault::Throttle { retry_after_secs: 0.01 }));
+    let schedule = Schedule { concurrency: 2, backoff_secs: 0, ..Schedule::default() };
+    let scheduler = Scheduler::new(Arc::new(HubJobs::new(firm.hub.clone())), schedule);
+    let report = scheduler.run_now(None).await;
+    assert_eq!(report.users.len(), 3, "{report:?}");
+    assert_eq!(report.failed().count(), 0, "{report:?}");
+    scheduler.run_now(Some("u2")).await;
+    for u in 1..=3 {
+        firm.assert_mirrored(u);
+    }
+    let history = firm.hub.history("u2").expect("history");
+    assert_eq!(history.len(), 2, "each run is kept with its counts (A2)");
+    assert_eq!(history[0].counts[1][0], 1, "the first run created Jane in the CRM");
+}
