@@ -25,7 +25,7 @@ use crate::merge::{
     materialise, ItemChange, Merge, MergeError, Observed, PushKind, PushOp, PushOutcome, RunCtx, RunLog, SideItem,
     UserReplica,
 };
-use crate::model::{FieldSet, ItemId, Side};
+use crate::model::{FieldSet, HubContactId, ItemId, Side};
 
 /// Pushes per store transaction (DESIGN "Durability").
 pub const PUSH_BATCH: usize = 200;
@@ -230,6 +230,10 @@ fn run(
     for c in &report.log.conflicts {
         write.journal(CONFLICT, c.at.timestamp_millis(), encode_record(c)?);
     }
+    for (old, new) in &report.log.split {
+        let event = IdentitySplit { old: *old, new: *new, at: opts.ctx.now };
+        write.journal(IDENTITY_SPLIT, opts.ctx.now.timestamp_millis(), encode_record(&event)?);
+    }
     for hub in &report.log.resurrected {
         let event = Resurrection { contact: *hub, at: opts.ctx.now };
         write.journal(RESURRECTION, opts.ctx.now.timestamp_millis(), encode_record(&event)?);
@@ -279,6 +283,26 @@ fn pull(side: &mut dyn ContactReplica, cursor: Option<&str>) -> Result<Pull, Con
 
 /// The journal kind of conflict records.
 pub const CONFLICT: &str = "conflict";
+
+/// The journal kind of identity-split records (SPEC C10).
+pub const IDENTITY_SPLIT: &str = "identity_split";
+
+/// An Outlook contact renamed to a different person, split from the old one (SPEC C10:
+/// "the event is recorded").
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IdentitySplit {
+    /// The old person's contact (gone from the user's lists; the CRM record stays).
+    pub old: HubContactId,
+    /// The new person's contact, linked to the Outlook item.
+    pub new: HubContactId,
+    /// When.
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every identity split recorded for `user`, oldest first (SPEC C10).
+pub fn identity_splits(store: &Store, user: &str) -> Result<Vec<IdentitySplit>, EngineError> {
+    read_journal(store, user, IDENTITY_SPLIT)
+}
 
 /// The journal kind of resurrection records.
 pub const RESURRECTION: &str = "resurrection";

@@ -223,7 +223,12 @@ impl Hub {
         let mut graph = GraphSide::new(self.graph.clone(), self.rt.clone(), &pair.mailbox, set);
         let mut crm = CrmSide::new(self.crm.clone(), self.rt.clone(), &pair.crm_user, set);
         let opts = RunOptions {
-            ctx: RunCtx { fields: [set; 2], now: started, deterministic_ids: false },
+            ctx: RunCtx {
+                fields: [set; 2],
+                now: started,
+                deterministic_ids: false,
+                split_identity: self.settings.reuse_policy == ReusePolicy::Split,
+            },
             full: false,
             matching: self.settings.initial_match,
         };

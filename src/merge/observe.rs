@@ -11,7 +11,7 @@ use super::doc::{encode, write_at, Author, Heads, DELETED};
 use super::run::{Merge, Slot};
 use super::state::{Intent, PushKind, SideEntry};
 use super::{ItemChange, MergeError, Observed, SideItem};
-use crate::model::{equivalent, ContactFields, FieldSet, HubContactId, ItemId, Side};
+use crate::model::{equivalent, ContactFields, Field, FieldSet, HubContactId, ItemId, Side};
 
 struct Pending {
     hub: HubContactId,
@@ -41,6 +41,15 @@ impl Merge<'_> {
                 ItemChange::Removed => self.observe_removed(side, &o.item, &mut groups),
                 ItemChange::Upsert(item) => {
                     let hub = match self.replica.side(side).hub_for(&o.item) {
+                        Some(hub) if self.is_new_person(side, hub, &item) => {
+                            // SPEC C10: the old person leaves (their CRM record and history
+                            // untouched); the item becomes a new contact, stamped again.
+                            self.observe_removed(side, &o.item, &mut groups);
+                            let new = self.new_id(side, &o.item, &SideItem { stamp: None, ..item.clone() }, &creates);
+                            self.log.split.push((hub, new));
+                            creates.push((new, o.item, item));
+                            continue;
+                        }
                         Some(hub) if self.replica.doc.contact_obj(hub).is_some() => hub,
                         _ => match self.adopt(side, &o.item, &item, set) {
                             Some(hub) => hub,
@@ -57,6 +66,25 @@ impl Merge<'_> {
         }
         self.commit_groups(side, groups)?;
         self.create(side, creates, set)
+    }
+
+    /// Whether an Outlook edit replaced the person (SPEC C10): given name, surname and
+    /// primary e-mail all changed, beyond case and white space, from values that were set.
+    fn is_new_person(&mut self, side: Side, hub: HubContactId, item: &SideItem) -> bool {
+        if !self.ctx.split_identity || side != Side::Exchange || self.replica.doc.contact_obj(hub).is_none() {
+            return false;
+        }
+        let Some(entry) = self.replica.entry(side, hub) else { return false };
+        let norm = |f: &ContactFields, field: Field| -> String {
+            f.get(field)
+                .and_then(|v| v.as_text())
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase())
+                .unwrap_or_default()
+        };
+        [Field::GivenName, Field::Surname, Field::Email1].into_iter().all(|field| {
+            let (old, new) = (norm(&entry.shadow, field), norm(&item.fields, field));
+            !old.is_empty() && !new.is_empty() && old != new
+        })
     }
 
     fn observe_removed(&mut self, side: Side, item: &ItemId, groups: &mut BTreeMap<Heads, Vec<Pending>>) {

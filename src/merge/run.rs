@@ -23,12 +23,15 @@ pub struct RunCtx {
     /// Mint hub ids from (time, side, item) instead of at random: reproducible runs for
     /// tests and benches. Production leaves it off.
     pub deterministic_ids: bool,
+    /// An Outlook edit that replaces given name, surname and primary e-mail is a new person
+    /// (SPEC C10 `reuse_policy = "split"`); off, the contact follows the item.
+    pub split_identity: bool,
 }
 
 impl RunCtx {
     /// Every field on both sides, at `now`.
     pub fn all_fields(now: DateTime<Utc>) -> RunCtx {
-        RunCtx { fields: [FieldSet::all(); 2], now, deterministic_ids: false }
+        RunCtx { fields: [FieldSet::all(); 2], now, deterministic_ids: false, split_identity: false }
     }
 
     pub(crate) fn now_ms(&self) -> i64 {
@@ -76,6 +79,8 @@ pub struct RunLog {
     /// Items new on both sides paired as one person (SPEC C3, X1): (contact, Outlook item,
     /// CRM item).
     pub matched: Vec<(HubContactId, ItemId, ItemId)>,
+    /// Outlook items renamed to a different person (SPEC C10): (old contact, new contact).
+    pub split: Vec<(HubContactId, HubContactId)>,
 }
 
 /// One run's merge.

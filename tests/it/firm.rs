@@ -117,12 +117,19 @@ impl Firm {
 
     /// The user edits one field in Outlook.
     pub fn outlook_edit(&self, i: usize, id: &str, field: Field, value: Option<&str>) {
+        self.outlook_edit_many(i, id, &[(field, value)]);
+    }
+
+    /// The user edits several fields in Outlook in one save.
+    pub fn outlook_edit_many(&self, i: usize, id: &str, edits: &[(Field, Option<&str>)]) {
         let mut state = self.graph.state();
         let mailbox = format!("m{i}");
         let before = state.contact(&mailbox, id).expect("the item");
         let mut fields = ContactFields::new();
-        fields.set(field, value.map(|v| FieldValue::Text(v.to_string())));
-        let after = graph_map::apply_fields(before.clone(), &fields, |f| f == field);
+        for (field, value) in edits {
+            fields.set(*field, value.map(|v| FieldValue::Text(v.to_string())));
+        }
+        let after = graph_map::apply_fields(before.clone(), &fields, |f| edits.iter().any(|(e, _)| *e == f));
         let patch = synchub_connectors::graph::props::patch(&before, &after).unwrap_or_default();
         state.update_contact(&mailbox, id, &serde_json::Value::Object(patch), None).expect("edit");
     }

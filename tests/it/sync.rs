@@ -5,6 +5,7 @@
 use synchub::engine::matching::InitialMatch;
 use synchub::hub::ContactSettings;
 use synchub::model::Field;
+use synchub_connectors::graph::props::HUB_ID;
 
 use crate::firm::{person, text, Firm};
 
@@ -246,4 +247,71 @@ async fn a2_a4_the_scheduler_runs_every_user_and_a_throttled_side_is_waited_out(
     let history = firm.hub.history("u2").expect("history");
     assert_eq!(history.len(), 2, "each run is kept with its counts (A2)");
     assert_eq!(history[0].counts[1][0], 1, "the first run created Jane in the CRM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c10_renamed_contact_is_split_and_the_old_crm_record_is_untouched() {
+    let firm = Firm::start(1, identity()).await;
+    let o = firm.outlook_add(1, &person("Joe", "Smith", "Acme", "joe@acme.com"));
+    firm.sync(1).await;
+    let joe = firm.crm_list(1)[0].contact_id.clone();
+    let old_stamp = firm.graph.state().contact("m1", &o).expect("item").extended(HUB_ID).map(str::to_string);
+    firm.outlook_edit_many(
+        1,
+        &o,
+        &[
+            (Field::GivenName, Some("Jane")),
+            (Field::Surname, Some("Rogers")),
+            (Field::Email1, Some("jane@rogers.example")),
+        ],
+    );
+    let report = firm.sync(1).await;
+    assert_eq!(report.log.split.len(), 1, "{report:?}");
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    let list = firm.crm_list(1);
+    assert_eq!(list.len(), 1);
+    assert_ne!(list[0].contact_id, joe, "Jane is a new CRM contact");
+    assert_eq!(list[0].name.first, "Jane");
+    let old = firm.crm.state().contact(&joe).cloned().expect("Joe's firm record stays");
+    assert_eq!((old.name.first.as_str(), old.name.last.as_str()), ("Joe", "Smith"), "and is not renamed");
+    let new_stamp = firm.graph.state().contact("m1", &o).expect("the same item").extended(HUB_ID).map(str::to_string);
+    assert_ne!(new_stamp, old_stamp, "the Outlook item is stamped again");
+    let splits = synchub::engine::identity_splits(firm.hub.store(), "u1").expect("journal");
+    assert_eq!(splits.len(), 1, "the event is recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c10_reuse_policy_follow_keeps_the_original_behaviour() {
+    let settings = ContactSettings { reuse_policy: synchub::hub::ReusePolicy::Follow, ..identity() };
+    let firm = Firm::start(1, settings).await;
+    let o = firm.outlook_add(1, &person("Joe", "Smith", "Acme", "joe@acme.com"));
+    firm.sync(1).await;
+    let joe = firm.crm_list(1)[0].contact_id.clone();
+    firm.outlook_edit_many(
+        1,
+        &o,
+        &[
+            (Field::GivenName, Some("Jane")),
+            (Field::Surname, Some("Rogers")),
+            (Field::Email1, Some("jane@rogers.example")),
+        ],
+    );
+    let report = firm.sync(1).await;
+    assert!(report.log.split.is_empty());
+    let list = firm.crm_list(1);
+    assert_eq!((list.len(), list[0].contact_id.as_str(), list[0].name.first.as_str()), (1, joe.as_str(), "Jane"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c10_changing_only_a_name_is_an_edit_not_a_new_person() {
+    let firm = Firm::start(1, identity()).await;
+    let o = firm.outlook_add(1, &person("Joe", "Smith", "Acme", "joe@acme.com"));
+    firm.sync(1).await;
+    let joe = firm.crm_list(1)[0].contact_id.clone();
+    firm.outlook_edit_many(1, &o, &[(Field::GivenName, Some("Joseph")), (Field::Surname, Some("Smyth"))]);
+    let report = firm.sync(1).await;
+    assert!(report.log.split.is_empty());
+    assert_eq!(firm.crm_list(1)[0].contact_id, joe);
+    assert_eq!(firm.crm_list(1)[0].name.first, "Joseph");
 }
