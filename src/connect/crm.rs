@@ -334,6 +334,46 @@ fn etag_of(c: &Contact) -> String {
     etag(c)
 }
 
+impl CrmSide {
+    /// Add the firm record `op.previous` back to the list and write `op.fields` over it; a
+    /// record that is gone is created anew.
+    fn readd(&mut self, op: &PushOp) -> Result<PushOutcome, ConnectorError> {
+        let Some(previous) = op.previous.as_ref().map(|p| p.as_str().to_string()) else {
+            return Err(ConnectorError::new(ErrorKind::InvalidData, "no earlier item to add back"));
+        };
+        match self.rt.block_on(self.client.add_to_list(&self.user, &previous)) {
+            Ok(()) => {}
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                let fresh = PushOp { previous: None, ..op.clone() };
+                return self
+                    .push_batch(std::slice::from_ref(&fresh))
+                    .pop()
+                    .unwrap_or_else(|| Err(ConnectorError::new(ErrorKind::Unavailable, "no answer")));
+            }
+            Err(e) => return Err(e),
+        }
+        self.relist()?;
+        let Some(back) = self.seen.get(&previous).cloned() else {
+            return Err(ConnectorError::new(ErrorKind::Unavailable, "the record added back is not in the list"));
+        };
+        let update = PushOp {
+            kind: PushKind::Update,
+            item: op.previous.clone(),
+            etag: Some(etag(&back)),
+            previous: None,
+            ..op.clone()
+        };
+        match self.push_batch(std::slice::from_ref(&update)).pop() {
+            Some(Ok(PushOutcome::Updated { etag })) => {
+                Ok(PushOutcome::Created { item: ItemId::from_trusted(previous), etag })
+            }
+            Some(Ok(other)) => Ok(other),
+            Some(Err(e)) => Err(e),
+            None => Err(ConnectorError::new(ErrorKind::Unavailable, "no answer")),
+        }
+    }
+}
+
 impl ContactReplica for CrmSide {
     fn side(&self) -> Side {
         Side::Crm
@@ -371,6 +411,25 @@ impl ContactReplica for CrmSide {
     }
 
     fn push_batch(&mut self, ops: &[PushOp]) -> Vec<Result<PushOutcome, ConnectorError>> {
+        // A contact coming back to a list it left: the firm record is added back (X9: one
+        // firm record per person, its history kept), then brought up to date.
+        type Indexed<'a> = Vec<(usize, &'a PushOp)>;
+        let (readds, rest): (Indexed, Indexed) =
+            ops.iter().enumerate().partition(|(_, op)| op.kind == PushKind::Create && op.previous.is_some());
+        if !readds.is_empty() {
+            let mut answers: Vec<Option<Result<PushOutcome, ConnectorError>>> = (0..ops.len()).map(|_| None).collect();
+            for (i, op) in readds {
+                answers[i] = Some(self.readd(op));
+            }
+            let rest_ops: Vec<PushOp> = rest.iter().map(|(_, op)| (*op).clone()).collect();
+            for ((i, _), answer) in rest.iter().zip(self.push_batch(&rest_ops)) {
+                answers[*i] = Some(answer);
+            }
+            return answers
+                .into_iter()
+                .map(|a| a.unwrap_or_else(|| Err(ConnectorError::new(ErrorKind::Unavailable, "no answer"))))
+                .collect();
+        }
         let unseen = ops.iter().any(|op| {
             op.kind == PushKind::Update && op.item.as_ref().is_some_and(|i| !self.seen.contains_key(i.as_str()))
         });

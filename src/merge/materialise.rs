@@ -28,6 +28,10 @@ pub struct PushOp {
     /// The other side's item linked to the same contact, filled in just before the push
     /// (Outlook items are stamped with the linked CRM ContactID, SPEC X9).
     pub peer: Option<ItemId>,
+    /// For a create: the item this side held before it let the contact go, which a side
+    /// that keeps it (a CRM firm record off the user's list) takes back instead of making
+    /// another.
+    pub previous: Option<ItemId>,
 }
 
 /// What came of a push, after reading back when the answer was an error.
@@ -105,7 +109,18 @@ pub fn plan_sides(replica: &mut UserReplica, requests: &[SidePlan]) -> Vec<Vec<P
             };
             let etag = entry.and_then(|e| e.etag.clone());
             let fields = if kind == PushKind::Delete { ContactFields::new() } else { view.fields.restricted(set) };
-            ops.push(PushOp { side, hub, kind, item: linked, etag, fields, heads: heads.clone(), peer: None });
+            let previous = entry.and_then(|e| e.previous.clone());
+            ops.push(PushOp {
+                side,
+                hub,
+                kind,
+                item: linked,
+                etag,
+                fields,
+                heads: heads.clone(),
+                peer: None,
+                previous,
+            });
         }
     }
     out
@@ -164,6 +179,7 @@ pub fn record(replica: &mut UserReplica, op: &PushOp, outcome: PushOutcome) -> P
         shadow: op.fields.clone(),
         base: op.heads.clone(),
         stamped: true,
+        previous: None,
     };
     let entry = match &outcome {
         PushOutcome::NotApplied => return outcome,
@@ -171,7 +187,7 @@ pub fn record(replica: &mut UserReplica, op: &PushOp, outcome: PushOutcome) -> P
         PushOutcome::Updated { etag } => stamped_entry(op.item.clone(), etag.clone()),
         // The link goes; the shadow and base stay as the side's last knowledge (see observe).
         PushOutcome::Deleted => match replica.entry(op.side, op.hub) {
-            Some(e) => SideEntry { item: None, etag: None, stamped: false, ..e.clone() },
+            Some(e) => SideEntry { item: None, etag: None, stamped: false, previous: e.item.clone(), ..e.clone() },
             None => SideEntry::default(),
         },
     };

@@ -97,7 +97,7 @@ impl Merge<'_> {
         self.touched.insert(hub);
         // The link goes; the shadow and base stay as the side's last knowledge of the
         // contact, the baseline if the user brings the item back.
-        let after = SideEntry { item: None, etag: None, stamped: false, ..entry.clone() };
+        let after = SideEntry { item: None, etag: None, stamped: false, previous: entry.item.clone(), ..entry.clone() };
         let pending = Pending {
             hub,
             obj,
@@ -196,6 +196,7 @@ impl Merge<'_> {
             shadow: ContactFields::new(),
             base: self.replica.doc.heads(),
             stamped: false,
+            previous: None,
         };
         self.replica.set_entry(side, hub, entry);
         Some(hub)
@@ -315,7 +316,8 @@ impl Merge<'_> {
         self.hashes.insert(hash, side);
         for ((hub, fields), (item_id, etag, stamp)) in contacts.into_iter().zip(rest) {
             let stamped = stamp == Some(hub);
-            let entry = SideEntry { item: Some(item_id), etag, shadow: fields, base: vec![hash], stamped };
+            let entry =
+                SideEntry { item: Some(item_id), etag, shadow: fields, base: vec![hash], stamped, previous: None };
             self.replica.set_entry(side, hub, entry);
             self.created.insert(hub);
             self.touched.insert(hub);

@@ -25,6 +25,8 @@ pub struct SideEntry {
     pub base: Heads,
     /// Whether the item carries synchub's stamps (hub id, link) (SPEC X9).
     pub stamped: bool,
+    /// The item the side held before it let the contact go (see `SideRecord::previous`).
+    pub previous: Option<ItemId>,
 }
 
 /// What a push does.
@@ -172,7 +174,9 @@ impl UserReplica {
                 let item = rec.item.map(|i| i.parse::<ItemId>()).transpose()?;
                 let shadow = decode_shadow(&rec.shadow, earlier.as_ref())?;
                 earlier = Some(shadow.clone());
-                let entry = SideEntry { item, etag: rec.etag, shadow, base: hashes(&rec.base), stamped: rec.stamped };
+                let previous = rec.previous.map(ItemId::from_trusted);
+                let entry =
+                    SideEntry { item, etag: rec.etag, shadow, base: hashes(&rec.base), stamped: rec.stamped, previous };
                 replica.side_mut(side).put_entry(hub, entry);
             }
         }
@@ -258,6 +262,7 @@ impl UserReplica {
                         base: raw(&e.base),
                         shadow: encode_shadow(&e.shadow, earlier)?,
                         stamped: e.stamped,
+                        previous: e.previous.as_ref().map(ToString::to_string),
                     };
                     earlier = Some(&e.shadow);
                     record.sides.push((side.name().to_string(), rec));

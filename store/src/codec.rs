@@ -6,12 +6,14 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Result, StoreError};
 
-/// The format version this build writes.
-pub const FORMAT_V1: u8 = 1;
+/// The format version this build writes. 2: side records remember the item a side last
+/// held (`previous`). Version 1 stores (pre-release builds) are refused as unknown; such a
+/// store is rebuilt from the stamps both sides carry (SPEC X9).
+pub const FORMAT: u8 = 2;
 
 /// Encode a record with the current format version.
 pub fn encode<T: Serialize>(tree: &'static str, value: &T) -> Result<Vec<u8>> {
-    let mut out = vec![FORMAT_V1];
+    let mut out = vec![FORMAT];
     postcard::to_io(value, &mut out).map_err(|e| StoreError::Corrupt { tree, detail: format!("encode: {e}") })?;
     Ok(out)
 }
@@ -25,7 +27,7 @@ pub fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T
 /// Wrap raw bytes (a document chunk) in the envelope.
 pub fn wrap(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() + 1);
-    out.push(FORMAT_V1);
+    out.push(FORMAT);
     out.extend_from_slice(bytes);
     out
 }
@@ -33,7 +35,7 @@ pub fn wrap(bytes: &[u8]) -> Vec<u8> {
 /// The payload of an envelope, checking its version.
 pub fn payload<'a>(tree: &'static str, bytes: &'a [u8]) -> Result<&'a [u8]> {
     match bytes.split_first() {
-        Some((&FORMAT_V1, rest)) => Ok(rest),
+        Some((&FORMAT, rest)) => Ok(rest),
         Some((&version, _)) => Err(StoreError::UnknownFormat { tree, version }),
         None => Err(StoreError::Corrupt { tree, detail: "empty value".into() }),
     }
@@ -46,12 +48,12 @@ mod tests {
     #[test]
     fn round_trip_and_version_check() {
         let bytes = encode("t", &("a".to_string(), 7u32)).unwrap();
-        assert_eq!(bytes[0], FORMAT_V1);
+        assert_eq!(bytes[0], FORMAT);
         assert_eq!(decode::<(String, u32)>("t", &bytes).unwrap(), ("a".to_string(), 7));
         let mut future = bytes.clone();
         future[0] = 9;
         assert!(matches!(decode::<(String, u32)>("t", &future), Err(StoreError::UnknownFormat { version: 9, .. })));
         assert!(matches!(payload("t", &[]), Err(StoreError::Corrupt { .. })));
-        assert!(decode::<(String, u32)>("t", &[FORMAT_V1, 0xff]).is_err());
+        assert!(decode::<(String, u32)>("t", &[FORMAT, 0xff]).is_err());
     }
 }

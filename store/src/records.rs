@@ -18,6 +18,9 @@ pub struct SideRecord {
     pub shadow: Vec<u8>,
     /// Whether the side's item carries synchub's stamps.
     pub stamped: bool,
+    /// The item the side held before it let the contact go (a CRM list entry removed while
+    /// the firm record stays): a re-create adds that record back instead of making another.
+    pub previous: Option<String>,
 }
 
 /// Everything stored for one contact of a user: its record on each side that has one

@@ -257,6 +257,7 @@ mod tests {
             base: vec![[7; 32]],
             shadow: vec![1, 2, 3],
             stamped: true,
+            previous: None,
         };
         ContactRecord { sides: vec![("crm".into(), side)] }
     }

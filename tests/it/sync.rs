@@ -315,3 +315,23 @@ async fn c10_changing_only_a_name_is_an_edit_not_a_new_person() {
     assert_eq!(firm.crm_list(1)[0].contact_id, joe);
     assert_eq!(firm.crm_list(1)[0].name.first, "Joseph");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x3_x9_a_contact_edited_in_outlook_while_taken_off_the_crm_list_comes_back_as_the_same_firm_record() {
+    let firm = Firm::start(2, identity()).await;
+    let c = firm.crm_add(1, &person("Firm", "Shared", "Acme", "shared@acme.example"));
+    firm.crm.state().add_to_list("u2", &c).expect("share");
+    firm.sync(1).await;
+    firm.crm_remove(1, &c);
+    let o = firm.outlook(1)[0].id.clone().expect("id");
+    firm.outlook_edit(1, &o, Field::JobTitle, Some("Partner"));
+    let report = firm.sync(1).await;
+    assert_eq!(report.log.resurrected.len(), 1, "the edit beats the removal (X3): {report:?}");
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    let list = firm.crm_list(1);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].contact_id, c, "the firm record is added back, not made again");
+    assert_eq!(list[0].job_title, "Partner");
+    assert_eq!(firm.crm_list(2)[0].job_title, "Partner", "a firm field: user 2's list sees it too (C11)");
+}
