@@ -138,7 +138,7 @@ fn demo(data: &std::path::Path, n: usize) -> Result<()> {
     println!("synchub demo: {n} contacts in Outlook, {n} in the CRM list, store in {}\n", data.display());
     let mut slot = Some(UserReplica::load(&store, "demo-user")?);
     let run = |ex: &mut MemorySide, crm: &mut MemorySide, slot: &mut Option<UserReplica>| -> Result<RunReport> {
-        let opts = RunOptions { ctx: RunCtx::all_fields(Utc::now()), full: false, matching: Default::default() };
+        let opts = RunOptions::new(RunCtx::all_fields(Utc::now()));
         let replica = match slot.take() {
             Some(r) => r,
             None => UserReplica::load(&store, "demo-user")?,

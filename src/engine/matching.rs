@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::merge::{ItemChange, Observed, SideItem, UserReplica};
-use crate::model::{Field, FieldValue, ItemId, Side};
+use crate::merge::{ItemChange, Observed, PushKind, SideItem, UserReplica};
+use crate::model::{ContactFields, Field, FieldValue, HubContactId, ItemId, Side};
 
 /// How items new on both sides are treated (`initial_match`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,19 +32,19 @@ pub struct PossibleDuplicate {
     pub crm: Vec<ItemId>,
 }
 
-fn text(item: &SideItem, f: Field) -> String {
-    match item.fields.get(f) {
+fn text(fields: &ContactFields, f: Field) -> String {
+    match fields.get(f) {
         Some(FieldValue::Text(s)) => s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase(),
         _ => String::new(),
     }
 }
 
-fn email_key(item: &SideItem) -> Option<String> {
+fn email_key(item: &ContactFields) -> Option<String> {
     let e = text(item, Field::Email1);
     (!e.is_empty()).then(|| format!("email:{e}"))
 }
 
-fn name_key(item: &SideItem) -> Option<String> {
+fn name_key(item: &ContactFields) -> Option<String> {
     let (given, surname) = (text(item, Field::GivenName), text(item, Field::Surname));
     if given.is_empty() || surname.is_empty() {
         return None;
@@ -76,11 +76,11 @@ pub fn find_pairs(
     let mut pairs = Vec::new();
     let mut duplicates = Vec::new();
     let mut taken: [HashSet<&ItemId>; 2] = [HashSet::new(), HashSet::new()];
-    for key_of in [email_key as fn(&SideItem) -> Option<String>, name_key] {
+    for key_of in [email_key as fn(&ContactFields) -> Option<String>, name_key] {
         let mut groups: BTreeMap<String, [Vec<(&ItemId, &SideItem)>; 2]> = BTreeMap::new();
         for (i, items) in sides.iter().enumerate() {
             for (id, item) in items.iter().filter(|(id, _)| !taken[i].contains(id)) {
-                if let Some(key) = key_of(item) {
+                if let Some(key) = key_of(&item.fields) {
                     groups.entry(key).or_default()[i].push((id, item));
                 }
             }
@@ -90,7 +90,7 @@ pub fn find_pairs(
                 ([], _) | (_, []) => {}
                 ([(e, ei)], [(c, ci)]) => {
                     // By name only when the e-mails do not say they are different people.
-                    let (ee, ce) = (email_key(ei), email_key(ci));
+                    let (ee, ce) = (email_key(&ei.fields), email_key(&ci.fields));
                     if key.starts_with("name:") && ee.is_some() && ce.is_some() && ee != ce {
                         duplicates.push(PossibleDuplicate {
                             key,
@@ -107,6 +107,75 @@ pub fn find_pairs(
                     key,
                     exchange: e.iter().map(|(id, _)| (*id).clone()).collect(),
                     crm: c.iter().map(|(id, _)| (*id).clone()).collect(),
+                }),
+            }
+        }
+    }
+    (pairs, duplicates)
+}
+
+/// Items new on `side` that are the same person as a contact the hub has yet to create on
+/// that side: the other side's item came in an earlier run whose create here has not been
+/// made (this side's pull failed then, say). They are linked instead of both being kept
+/// (SPEC C3 "whenever a contact appears new on both sides"). `taken`: items already paired.
+pub fn find_awaiting(
+    replica: &mut UserReplica,
+    side: Side,
+    observed: &[Observed],
+    taken: &HashSet<ItemId>,
+) -> (Vec<(ItemId, HubContactId)>, Vec<PossibleDuplicate>) {
+    let awaiting: Vec<HubContactId> = replica
+        .side(side)
+        .intents
+        .iter()
+        .filter(|(_, i)| i.kind == PushKind::Create && !i.attempted)
+        .map(|(hub, _)| *hub)
+        .collect();
+    if awaiting.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut contacts: Vec<(HubContactId, ContactFields)> = Vec::new();
+    for hub in awaiting {
+        let Some(obj) = replica.doc.contact_obj(hub) else { continue };
+        let view = replica.doc.read(&obj, None);
+        if !view.deleted {
+            contacts.push((hub, view.fields));
+        }
+    }
+    let items: Vec<(&ItemId, &SideItem)> =
+        new_items(replica, side, observed).into_iter().filter(|(id, _)| !taken.contains(*id)).collect();
+    let mut pairs = Vec::new();
+    let mut duplicates = Vec::new();
+    let mut used_items: HashSet<&ItemId> = HashSet::new();
+    let mut used_hubs: HashSet<HubContactId> = HashSet::new();
+    for key_of in [email_key as fn(&ContactFields) -> Option<String>, name_key] {
+        let mut groups: BTreeMap<String, (Vec<&ItemId>, Vec<HubContactId>)> = BTreeMap::new();
+        for (id, item) in items.iter().filter(|(id, _)| !used_items.contains(id)) {
+            if let Some(key) = key_of(&item.fields) {
+                groups.entry(key).or_default().0.push(id);
+            }
+        }
+        for (hub, fields) in contacts.iter().filter(|(h, _)| !used_hubs.contains(h)) {
+            if let Some(key) = key_of(fields) {
+                groups.entry(key).or_default().1.push(*hub);
+            }
+        }
+        for (key, (ids, hubs)) in groups {
+            match (ids.as_slice(), hubs.as_slice()) {
+                ([], _) | (_, []) => {}
+                ([id], [hub]) => {
+                    used_items.insert(id);
+                    used_hubs.insert(*hub);
+                    pairs.push(((*id).clone(), *hub));
+                }
+                (ids, _) => duplicates.push(PossibleDuplicate {
+                    key,
+                    exchange: if side == Side::Exchange {
+                        ids.iter().map(|i| (*i).clone()).collect()
+                    } else {
+                        Vec::new()
+                    },
+                    crm: if side == Side::Crm { ids.iter().map(|i| (*i).clone()).collect() } else { Vec::new() },
                 }),
             }
         }

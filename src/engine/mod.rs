@@ -85,6 +85,10 @@ pub struct RunReport {
     pub log: RunLog,
     /// Items new on both sides that may be the same person but were not paired (SPEC C3).
     pub possible_duplicates: Vec<matching::PossibleDuplicate>,
+    /// Every write the run planned (all of them for a dry run or a held run).
+    pub plan: Vec<Planned>,
+    /// Set when the guard held the run: nothing was written.
+    pub held: Option<Held>,
 }
 
 /// What stops a run.
@@ -107,6 +111,66 @@ pub struct RunOptions {
     pub full: bool,
     /// How items new on both sides are paired (SPEC C3, X1).
     pub matching: matching::InitialMatch,
+    /// Plan only: nothing is written to the store or either side (SPEC X6). The replica
+    /// handed back holds the plan's bookkeeping and must be dropped.
+    pub dry_run: bool,
+    /// The mass-change guard (SPEC X5); `None` when a held run is released.
+    pub guard: Option<Guard>,
+    /// Restore these sides from the document (a held run was discarded, SPEC X5): what
+    /// they hold is not taken as edits; where they differ from the document they are
+    /// written back, and what they lost is made again. Needs a full listing of the side.
+    pub restore: [bool; 2],
+}
+
+impl RunOptions {
+    /// A normal run: identity matching, the default guard.
+    pub fn new(ctx: RunCtx) -> RunOptions {
+        RunOptions {
+            ctx,
+            full: false,
+            matching: matching::InitialMatch::Identity,
+            dry_run: false,
+            guard: Some(Guard::default()),
+            restore: [false; 2],
+        }
+    }
+}
+
+/// SPEC X5: a run is held before anything is written when it would update or delete more
+/// of a side's contacts than both `max_changes` and `max_percent` of that side's list
+/// (first-sync creates do not count), or when a side that held contacts shows none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Guard {
+    pub max_changes: usize,
+    pub max_percent: usize,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard { max_changes: 10, max_percent: 10 }
+    }
+}
+
+/// One write a run planned, for dry runs and held runs (SPEC X5, X6).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Planned {
+    pub side: Side,
+    /// `create`, `update` or `delete`.
+    pub op: String,
+    pub contact: HubContactId,
+    pub item: Option<ItemId>,
+    /// The values the side is to hold (create, update).
+    pub fields: crate::model::ContactFields,
+}
+
+/// Why a run was held (SPEC X5).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Held {
+    /// The sides whose changes tripped the guard.
+    pub sides: Vec<Side>,
+    /// What, in words.
+    pub reason: String,
 }
 
 /// Run one user's sync: recover, pull, observe, resolve, materialise, advance.
@@ -154,7 +218,17 @@ fn run(
     let mut report = RunReport::default();
     let [exchange, crm] = sides;
     let mut sides: [&mut dyn ContactReplica; 2] = [exchange, crm];
-    recover(store, user, replica, &mut sides, &opts.ctx)?;
+    if !opts.dry_run {
+        recover(store, user, replica, &mut sides, &opts.ctx)?;
+    }
+    // What the guard weighs changes against: the contacts each side held, less those with a
+    // write already planned by an earlier run (it passed the guard then; a resumed run is
+    // not a mass change).
+    let linked_before: [HashSet<crate::model::HubContactId>; 2] = Side::BOTH.map(|s| {
+        let state = replica.side(s);
+        state.by_item.values().copied().filter(|hub| !state.intents.contains_key(hub)).collect()
+    });
+    let held_before = Side::BOTH.map(|s| replica.side(s).by_item.len());
 
     let mut pulled: Vec<(Side, Pull)> = Vec::new();
     for s in sides.iter_mut() {
@@ -168,16 +242,35 @@ fn run(
         }
     }
 
-    let mut merge = Merge::new(replica, opts.ctx);
-    if let ([(Side::Exchange, e), (Side::Crm, c)], matching::InitialMatch::Identity) =
-        (pulled.as_slice(), opts.matching)
-    {
-        let (pairs, duplicates) = matching::find_pairs(merge.replica(), &e.items, &c.items);
-        for d in &duplicates {
+    for (side, p) in &mut pulled {
+        if opts.restore[side.index()] {
+            restore(replica, *side, p, opts.ctx.fields[side.index()]);
+        }
+    }
+    let plan_all = opts.full || opts.restore.iter().any(|r| *r);
+
+    let mut pairs = Vec::new();
+    let mut awaiting = Vec::new();
+    if opts.matching == matching::InitialMatch::Identity {
+        if let [(Side::Exchange, e), (Side::Crm, c)] = pulled.as_slice() {
+            let (found, duplicates) = matching::find_pairs(replica, &e.items, &c.items);
+            report.possible_duplicates = duplicates;
+            pairs = found;
+        }
+        let taken: HashSet<ItemId> = pairs.iter().flat_map(|(e, c)| [e.clone(), c.clone()]).collect();
+        for (side, p) in &pulled {
+            let (found, duplicates) = matching::find_awaiting(replica, *side, &p.items, &taken);
+            report.possible_duplicates.extend(duplicates);
+            awaiting.push((*side, found));
+        }
+        for d in &report.possible_duplicates {
             tracing::info!(user, key = %d.key, exchange = d.exchange.len(), crm = d.crm.len(), "possible duplicates, not paired");
         }
-        report.possible_duplicates = duplicates;
-        merge.pair(pairs);
+    }
+    let mut merge = Merge::new(replica, opts.ctx);
+    merge.pair(pairs);
+    for (side, found) in awaiting {
+        merge.pair_existing(side, found);
     }
     for (side, p) in &mut pulled {
         let mut items = std::mem::take(&mut p.items);
@@ -203,7 +296,7 @@ fn run(
         let mut candidates: BTreeSet<_> = touched.clone();
         candidates.extend(materialise::pending(replica, side));
         let pull = pulled.iter().find(|(s, _)| *s == side).map(|(_, p)| p);
-        if opts.full || pull.is_some_and(|p| p.full) {
+        if plan_all || pull.is_some_and(|p| p.full) {
             candidates.extend(replica.doc.contact_ids());
         }
         let set = opts.ctx.fields[side.index()];
@@ -225,6 +318,25 @@ fn run(
         if pulled.iter().any(|(s, _)| *s == request.side) {
             plans.push((request.side, ops));
         }
+    }
+    report.plan = plans
+        .iter()
+        .flat_map(|(_, ops)| ops)
+        .map(|op| Planned {
+            side: op.side,
+            op: op.kind.name().to_string(),
+            contact: op.hub,
+            item: op.item.clone(),
+            fields: op.fields.clone(),
+        })
+        .collect();
+    if opts.dry_run {
+        return Ok(report);
+    }
+    if let Some(held) = opts.guard.and_then(|g| guard(&g, replica, &plans, &linked_before, held_before)) {
+        tracing::warn!(user, reason = %held.reason, "mass-change guard: the run is held, nothing written (SPEC X5)");
+        report.held = Some(held);
+        return Ok(report);
     }
     let mut write = replica.take_write()?;
     for c in &report.log.conflicts {
@@ -251,6 +363,90 @@ fn run(
         push_all(store, user, replica, *s, &ops, opts.ctx.fields[side.index()], &mut report)?;
     }
     Ok(report)
+}
+
+/// Whether `plans` trip the guard (SPEC X5), and why.
+fn guard(
+    g: &Guard,
+    replica: &UserReplica,
+    plans: &[(Side, Vec<PushOp>)],
+    before: &[HashSet<crate::model::HubContactId>; 2],
+    held_before: [usize; 2],
+) -> Option<Held> {
+    let mut sides = Vec::new();
+    let mut reasons = Vec::new();
+    for side in Side::BOTH {
+        let list = held_before[side.index()];
+        if list > 0 && replica.side(side).by_item.is_empty() {
+            sides.push(side.other());
+            reasons.push(format!("{side} held {list} contacts and now shows none"));
+            continue;
+        }
+        let changes = plans
+            .iter()
+            .filter(|(s, _)| *s == side)
+            .flat_map(|(_, ops)| ops)
+            // Deletes, and updates that change values, of contacts the side held before this
+            // run: creates, and stamps written on items whose values stay, are not mass
+            // changes.
+            .filter(|op| before[side.index()].contains(&op.hub))
+            .filter(|op| match op.kind {
+                PushKind::Create => false,
+                PushKind::Delete => true,
+                PushKind::Update => {
+                    replica.entry(side, op.hub).is_none_or(|e| !e.shadow.equivalent_on(&op.fields, FieldSet::all()))
+                }
+            })
+            .count();
+        if changes > g.max_changes && changes * 100 > g.max_percent * list.max(1) {
+            sides.push(side.other());
+            reasons.push(format!(
+                "{changes} updates and deletes to {side}, more than {} and {}% of its {list}",
+                g.max_changes, g.max_percent
+            ));
+        }
+    }
+    sides.sort();
+    sides.dedup();
+    (!reasons.is_empty()).then(|| Held { sides, reason: reasons.join("; ") })
+}
+
+/// Restore `side` from the document (a discarded held run): linked items it still lists
+/// get their current values as shadow (so where they differ from the document, the
+/// document's values are pushed); linked items it no longer lists are unlinked (so they
+/// are made again). Only new, unlinked items are observed.
+fn restore(replica: &mut UserReplica, side: Side, pull: &mut Pull, set: FieldSet) {
+    let listed: std::collections::HashMap<ItemId, crate::merge::SideItem> = pull
+        .items
+        .iter()
+        .filter_map(|o| match &o.change {
+            ItemChange::Upsert(item) => Some((o.item.clone(), item.clone())),
+            ItemChange::Removed => None,
+        })
+        .collect();
+    let heads = replica.doc.heads();
+    let linked: Vec<(crate::model::HubContactId, ItemId)> =
+        replica.side(side).by_item.iter().map(|(item, hub)| (*hub, item.clone())).collect();
+    for (hub, item) in &linked {
+        let Some(mut entry) = replica.entry(side, *hub).cloned() else { continue };
+        match listed.get(item) {
+            Some(found) => {
+                entry.shadow = found.fields.restricted(set);
+                entry.etag = found.etag.clone();
+                entry.stamped = found.stamp == Some(*hub);
+            }
+            None => {
+                entry.previous = entry.item.take();
+                entry.etag = None;
+                entry.stamped = false;
+            }
+        }
+        entry.base = heads.clone();
+        replica.set_entry(side, *hub, entry);
+    }
+    let was_linked: HashSet<&ItemId> = linked.iter().map(|(_, item)| item).collect();
+    pull.items.retain(|o| !was_linked.contains(&o.item));
+    pull.full = false;
 }
 
 /// Linked items a full listing no longer shows: they were deleted.

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::engine::matching::InitialMatch;
+use crate::engine::Guard;
 
 /// What `synchub sync --config FILE` reads.
 #[derive(Clone, Debug, Deserialize)]
@@ -109,6 +110,9 @@ pub struct ContactSettings {
     /// Users (CRM user id or mailbox address) whose contact sync is off (SPEC C6).
     #[serde(default)]
     pub disabled_users: Vec<String>,
+    /// The mass-change guard's thresholds (SPEC X5).
+    #[serde(default)]
+    pub guard: Guard,
 }
 
 impl Default for ContactSettings {
@@ -118,6 +122,7 @@ impl Default for ContactSettings {
             reuse_policy: ReusePolicy::Split,
             sync_notes: true,
             disabled_users: Vec::new(),
+            guard: Guard::default(),
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 
 use crate::connect::crm::CrmSide;
 use crate::connect::graph::GraphSide;
-use crate::engine::{encode_record, read_journal, run_user, EngineError, RunOptions, RunReport};
+use crate::engine::{encode_record, read_journal, run_user, EngineError, Held, Planned, RunOptions, RunReport};
 use crate::merge::{RunCtx, UserReplica};
 use crate::model::{Field, FieldSet, Side};
 pub use config::{Config, ContactSettings, ReusePolicy};
@@ -77,7 +77,35 @@ pub enum HubError {
     Connector(#[from] ConnectorError),
     #[error("contact sync is off for {0} (SPEC C6)")]
     Disabled(String),
+    #[error("{0}'s last run is held for review (SPEC X5): {1}")]
+    Held(String, String),
+    #[error("{0} has no held run")]
+    NotHeld(String),
+    #[error("a stored setting does not read: {0}")]
+    Setting(String),
 }
+
+/// How a run is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunMode {
+    Sync,
+    DryRun,
+    Release,
+}
+
+/// A run the mass-change guard held, kept for review (SPEC X5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldRun {
+    pub at: DateTime<Utc>,
+    pub held: Held,
+    /// Every write it would have made.
+    pub plan: Vec<Planned>,
+}
+
+/// The user setting holding a held run.
+const HELD: &str = "held_run";
+/// The user setting naming the sides the next run restores.
+const RESTORE: &str = "restore_sides";
 
 /// The hub.
 pub struct Hub {
@@ -208,8 +236,50 @@ impl Hub {
     }
 
     /// Run `pair`'s sync once (one run per user at a time: a second caller waits), and
-    /// record it in the user's history.
+    /// record it in the user's history. A user with a held run is not run until the run is
+    /// released or discarded (SPEC X5).
     pub fn sync_user(&self, pair: &UserPair) -> Result<RunReport, HubError> {
+        self.run(pair, RunMode::Sync)
+    }
+
+    /// Plan `pair`'s run without writing anything anywhere (SPEC X6): the report's `plan`
+    /// lists every create, update and delete per side.
+    pub fn dry_run(&self, pair: &UserPair) -> Result<RunReport, HubError> {
+        self.run(pair, RunMode::DryRun)
+    }
+
+    /// Release `pair`'s held run: it is planned again once with the guard off and carried
+    /// out (SPEC X5).
+    pub fn release(&self, pair: &UserPair) -> Result<RunReport, HubError> {
+        if self.held(&pair.key)?.is_none() {
+            return Err(HubError::NotHeld(pair.key.clone()));
+        }
+        self.run(pair, RunMode::Release)
+    }
+
+    /// Discard `user`'s held run: nothing of it is applied, and the next run restores the
+    /// sides whose changes tripped the guard from the document (SPEC X5).
+    pub fn discard(&self, user: &str) -> Result<(), HubError> {
+        let Some(held) = self.held(user)? else { return Err(HubError::NotHeld(user.to_string())) };
+        let restore = Side::BOTH.map(|s| held.held.sides.contains(&s));
+        let json = serde_json::to_vec(&restore).map_err(|e| HubError::Setting(e.to_string()))?;
+        self.store.set_setting(Some(user), RESTORE, &json)?;
+        self.store.set_setting(Some(user), HELD, b"")?;
+        tracing::info!(user, "held run discarded; the next run restores {:?} from the document", held.held.sides);
+        Ok(())
+    }
+
+    /// `user`'s held run, if any.
+    pub fn held(&self, user: &str) -> Result<Option<HeldRun>, HubError> {
+        match self.store.setting(Some(user), HELD)? {
+            Some(bytes) if !bytes.is_empty() => {
+                serde_json::from_slice(&bytes).map(Some).map_err(|e| HubError::Setting(format!("held run: {e}")))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn run(&self, pair: &UserPair, mode: RunMode) -> Result<RunReport, HubError> {
         if !self.enabled(pair) {
             return Err(HubError::Disabled(pair.address.clone()));
         }
@@ -218,23 +288,44 @@ impl Hub {
             locks.entry(pair.key.clone()).or_default().clone()
         };
         let _running = lock.lock().unwrap_or_else(|p| p.into_inner());
+        if mode == RunMode::Sync {
+            if let Some(held) = self.held(&pair.key)? {
+                return Err(HubError::Held(pair.key.clone(), held.held.reason));
+            }
+        }
+        let restore: [bool; 2] = match self.store.setting(Some(&pair.key), RESTORE)? {
+            Some(bytes) if !bytes.is_empty() && mode != RunMode::DryRun => {
+                serde_json::from_slice(&bytes).map_err(|e| HubError::Setting(format!("restore: {e}")))?
+            }
+            _ => [false; 2],
+        };
         let started = (self.clock)();
         let set = self.fields();
         let mut graph = GraphSide::new(self.graph.clone(), self.rt.clone(), &pair.mailbox, set);
         let mut crm = CrmSide::new(self.crm.clone(), self.rt.clone(), &pair.crm_user, set);
-        let opts = RunOptions {
-            ctx: RunCtx {
-                fields: [set; 2],
-                now: started,
-                deterministic_ids: false,
-                split_identity: self.settings.reuse_policy == ReusePolicy::Split,
-            },
-            full: false,
-            matching: self.settings.initial_match,
+        let ctx = RunCtx {
+            fields: [set; 2],
+            now: started,
+            deterministic_ids: false,
+            split_identity: self.settings.reuse_policy == ReusePolicy::Split,
         };
-        let result = UserReplica::load(&self.store, &pair.key)
-            .map_err(EngineError::from)
-            .and_then(|replica| run_user(&self.store, &pair.key, replica, [&mut graph, &mut crm], opts));
+        let opts = RunOptions {
+            matching: self.settings.initial_match,
+            dry_run: mode == RunMode::DryRun,
+            guard: (mode != RunMode::Release).then_some(self.settings.guard),
+            restore,
+            ..RunOptions::new(ctx)
+        };
+        let result = UserReplica::load(&self.store, &pair.key).map_err(EngineError::from).and_then(|mut replica| {
+            for side in Side::BOTH.into_iter().filter(|s| restore[s.index()]) {
+                // A restore needs the side's whole listing.
+                replica.set_cursor(side, None);
+            }
+            run_user(&self.store, &pair.key, replica, [&mut graph, &mut crm], opts)
+        });
+        if mode == RunMode::DryRun {
+            return Ok(result?.1);
+        }
         let finished = (self.clock)();
         let record = match &result {
             Ok((_, report)) => RunRecord {
@@ -266,7 +357,20 @@ impl Hub {
         let mut write = UserWrite::new();
         write.journal(RUN, finished.timestamp_millis(), encode_record(&record)?);
         self.store.commit(&pair.key, write)?;
-        Ok(result?.1)
+        let report = result?.1;
+        if let Some(held) = &report.held {
+            let run = HeldRun { at: started, held: held.clone(), plan: report.plan.clone() };
+            let json = serde_json::to_vec(&run).map_err(|e| HubError::Setting(e.to_string()))?;
+            self.store.set_setting(Some(&pair.key), HELD, &json)?;
+        } else {
+            if restore.iter().any(|r| *r) {
+                self.store.set_setting(Some(&pair.key), RESTORE, b"")?;
+            }
+            if mode == RunMode::Release {
+                self.store.set_setting(Some(&pair.key), HELD, b"")?;
+            }
+        }
+        Ok(report)
     }
 
     /// `user`'s run history, oldest first.
@@ -344,6 +448,11 @@ impl scheduler::Jobs for HubJobs {
                     Err(job_error(message, &errors))
                 }
                 Err(HubError::Connector(e)) => Err(job_error(e.to_string(), &[&e])),
+                // Held for review or switched off: retrying cannot help this cycle, and the
+                // report says why (a wait longer than any max_wait ends the retries).
+                Err(e @ (HubError::Held(..) | HubError::Disabled(_))) => {
+                    Err(scheduler::JobError { message: e.to_string(), retry_after: Some(std::time::Duration::MAX) })
+                }
                 Err(e) => Err(job_error(e.to_string(), &[])),
             }
         })

@@ -124,6 +124,20 @@ impl<'a> Merge<'a> {
         }
     }
 
+    /// Link items new on a side to contacts the hub had yet to create there (found by
+    /// identity, SPEC C3): the item joins the contact instead of making a second one.
+    pub fn pair_existing(&mut self, side: Side, pairs: Vec<(ItemId, HubContactId)>) {
+        for (item, hub) in pairs {
+            self.assigned.insert((side, item.clone()), hub);
+            self.matched.insert(hub);
+            let (exchange, crm) = match side {
+                Side::Exchange => (item, ItemId::from_trusted("")),
+                Side::Crm => (ItemId::from_trusted(""), item),
+            };
+            self.log.matched.push((hub, exchange, crm));
+        }
+    }
+
     /// Pair items new on both sides (found by identity, SPEC C3/X1) before they are
     /// observed: each pair becomes one contact. Where the two differ, the CRM's value is
     /// kept (the firm record); what only one side holds is kept from it.

@@ -209,14 +209,17 @@ async fn c4_deleting_a_shared_contact_in_outlook_takes_it_off_that_users_list_on
     let firm = Firm::start(2, identity()).await;
     let c = firm.crm_add(1, &person("Firm", "Shared", "Acme", "shared@acme.example"));
     firm.crm.state().add_to_list("u2", &c).expect("share");
+    // A second contact, so the delete does not empty the side (which X5 holds).
+    firm.outlook_add(2, &person("Bob", "Ng", "Initech", "bob@initech.example"));
     firm.sync(2).await;
-    let o = firm.outlook(2)[0].id.clone().expect("id");
+    let o =
+        firm.outlook(2).into_iter().find(|x| x.surname.as_deref() == Some("Shared")).and_then(|x| x.id).expect("id");
     firm.outlook_delete(2, &o);
     let r = firm.sync(2).await;
     eprintln!("{r:?}");
     let r = firm.sync(2).await;
     eprintln!("{r:?}");
-    assert!(firm.crm_list(2).is_empty(), "off user 2's list");
+    assert!(firm.crm_list(2).iter().all(|x| x.contact_id != c), "off user 2's list");
     assert_eq!(firm.crm_list(1).len(), 1, "still on user 1's");
     firm.sync(1).await;
     firm.assert_mirrored(1);
@@ -321,17 +324,122 @@ async fn x3_x9_a_contact_edited_in_outlook_while_taken_off_the_crm_list_comes_ba
     let firm = Firm::start(2, identity()).await;
     let c = firm.crm_add(1, &person("Firm", "Shared", "Acme", "shared@acme.example"));
     firm.crm.state().add_to_list("u2", &c).expect("share");
+    firm.crm_add(1, &person("Bob", "Ng", "Initech", "bob@initech.example"));
     firm.sync(1).await;
     firm.crm_remove(1, &c);
-    let o = firm.outlook(1)[0].id.clone().expect("id");
+    let o =
+        firm.outlook(1).into_iter().find(|x| x.surname.as_deref() == Some("Shared")).and_then(|x| x.id).expect("id");
     firm.outlook_edit(1, &o, Field::JobTitle, Some("Partner"));
     let report = firm.sync(1).await;
     assert_eq!(report.log.resurrected.len(), 1, "the edit beats the removal (X3): {report:?}");
     firm.sync(1).await;
     firm.assert_mirrored(1);
     let list = firm.crm_list(1);
-    assert_eq!(list.len(), 1);
-    assert_eq!(list[0].contact_id, c, "the firm record is added back, not made again");
-    assert_eq!(list[0].job_title, "Partner");
+    assert_eq!(list.len(), 2);
+    let back = list.iter().find(|x| x.name.last == "Shared").expect("back on the list");
+    assert_eq!(back.contact_id, c, "the firm record is added back, not made again");
+    assert_eq!(back.job_title, "Partner");
     assert_eq!(firm.crm_list(2)[0].job_title, "Partner", "a firm field: user 2's list sees it too (C11)");
+}
+
+async fn synced_with(n: usize) -> (Firm, Vec<String>) {
+    let firm = Firm::start(1, identity()).await;
+    let ids = (0..n)
+        .map(|i| firm.outlook_add(1, &person(&format!("G{i}"), "Person", "Acme", &format!("p{i}@acme.com"))))
+        .collect();
+    firm.sync(1).await;
+    firm.sync(1).await;
+    (firm, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x5_a_mass_delete_is_held_and_discarding_it_restores_outlook() {
+    let (firm, ids) = synced_with(30).await;
+    for id in ids.iter().take(15) {
+        firm.outlook_delete(1, id);
+    }
+    let report = firm.sync(1).await;
+    let held = report.held.expect("15 deletes of 30 is more than 10 and 10 %");
+    assert_eq!(held.sides, [synchub::model::Side::Exchange], "{}", held.reason);
+    assert_eq!(firm.crm_list(1).len(), 30, "nothing written");
+    let stored = firm.hub.held("u1").expect("read").expect("the held plan is stored for review");
+    assert_eq!(stored.plan.iter().filter(|p| p.op == "delete").count(), 15);
+    let e = firm.try_sync(1).await.unwrap_err();
+    assert!(e.to_string().contains("held for review"), "{e}");
+
+    firm.hub.discard("u1").expect("discard");
+    let report = firm.sync(1).await;
+    assert_eq!(report.counts[0].created, 15, "Outlook restored from the document: {report:?}");
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    assert_eq!(firm.crm_list(1).len(), 30, "nothing of the held run was applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x5_releasing_a_held_run_carries_it_out() {
+    let (firm, ids) = synced_with(30).await;
+    for id in ids.iter().take(15) {
+        firm.outlook_delete(1, id);
+    }
+    assert!(firm.sync(1).await.held.is_some());
+    let hub = firm.hub.clone();
+    let report =
+        tokio::task::spawn_blocking(move || hub.release(&Firm::pair(1))).await.expect("task").expect("release");
+    assert_eq!(report.counts[1].deleted, 15);
+    assert!(firm.hub.held("u1").expect("read").is_none());
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    assert_eq!(firm.crm_list(1).len(), 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x5_a_side_suddenly_empty_is_held_even_under_the_thresholds() {
+    let (firm, ids) = synced_with(4).await;
+    for id in &ids {
+        firm.outlook_delete(1, id);
+    }
+    let report = firm.sync(1).await;
+    assert!(report.held.expect("an emptied side").reason.contains("now shows none"));
+    assert_eq!(firm.crm_list(1).len(), 4);
+    let (firm, ids) = synced_with(30).await;
+    for id in ids.iter().take(3) {
+        firm.outlook_delete(1, id);
+    }
+    assert!(firm.sync(1).await.held.is_none(), "3 of 30 is a normal run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x6_a_dry_run_lists_every_planned_write_and_writes_nothing() {
+    let firm = Firm::start(1, identity()).await;
+    firm.outlook_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.com"));
+    firm.crm_add(1, &person("Cy", "Oh", "Globex", "cy@globex.example"));
+    let hub = firm.hub.clone();
+    let report =
+        tokio::task::spawn_blocking(move || hub.dry_run(&Firm::pair(1))).await.expect("task").expect("dry run");
+    let ops: Vec<(String, String)> = report.plan.iter().map(|p| (p.side.to_string(), p.op.clone())).collect();
+    assert_eq!(ops.len(), 4, "{ops:?}");
+    assert!(ops.contains(&("crm".into(), "create".into())) && ops.contains(&("exchange".into(), "create".into())));
+    assert_eq!((firm.outlook(1).len(), firm.crm_list(1).len()), (1, 1), "neither side written");
+    assert!(firm.hub.history("u1").expect("history").is_empty(), "nor the store");
+    let real = firm.sync(1).await;
+    assert_eq!(real.plan.len(), 4, "the real run does what the dry run said");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c3_the_same_person_seen_on_each_side_in_different_runs_is_still_one_contact() {
+    use synchub_connectors::emulators::crm::Fault;
+    let firm = Firm::start(1, identity()).await;
+    firm.outlook_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.com"));
+    firm.crm_add(1, &person("Jane", "Tarnoff", "Acme Corp", "jane@acme.com"));
+    // The CRM cannot be read in the first run: Jane is made from Outlook alone, and her
+    // create in the CRM waits.
+    firm.crm.inject((0..12).map(|_| Fault::Status(503)));
+    let first = firm.sync(1).await;
+    assert_eq!(first.errors.len(), 1, "{first:?}");
+    firm.crm.clear_faults();
+    let second = firm.sync(1).await;
+    assert_eq!(second.log.matched.len(), 1, "the CRM's Jane joins the waiting contact: {second:?}");
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    assert_eq!((firm.outlook(1).len(), firm.crm_list(1).len()), (1, 1), "one Jane on each side");
 }

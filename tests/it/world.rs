@@ -86,10 +86,11 @@ impl World {
     fn options(&self) -> RunOptions {
         // The model's property is the union of both sides; pairing by identity is tested on
         // its own (tests/it/sync.rs).
+        // The model has its own mass changes; the guard is tested in tests/it/sync.rs.
         RunOptions {
-            ctx: RunCtx { deterministic_ids: true, ..RunCtx::all_fields(self.now()) },
-            full: false,
             matching: InitialMatch::None,
+            guard: None,
+            ..RunOptions::new(RunCtx { deterministic_ids: true, ..RunCtx::all_fields(self.now()) })
         }
     }
 
