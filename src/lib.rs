@@ -9,8 +9,10 @@
 //! 3. [`engine`] pushes in batches (intent first, outcome after, each a store transaction),
 //!    reads back after any error, and advances cursors once observations are durable.
 //!
-//! [`model`] is the canonical contact (FIELDS.md); `synchub-store` keeps bytes;
-//! `synchub-connectors` speaks to the outside.
+//! [`connect`] makes the Graph and CRM clients the engine's sides; [`hub`] matches users,
+//! runs them (one at a time each, on a schedule) and keeps their history. [`model`] is the
+//! canonical contact (FIELDS.md); `synchub-store` keeps bytes; `synchub-connectors` speaks
+//! to the outside.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]

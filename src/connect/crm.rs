@@ -18,7 +18,7 @@ use crate::merge::{ItemChange, Observed, PushKind, PushOp, PushOutcome, SideItem
 use crate::model::{ContactFields, Field, FieldSet, FieldValue, HubContactId, ItemId, Side};
 
 /// Requests in flight at once for one user's pushes.
-const PARALLEL: usize = 8;
+const PARALLEL: usize = 16;
 
 /// One user's CRM contact list.
 pub struct CrmSide {

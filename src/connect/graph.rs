@@ -23,6 +23,9 @@ pub struct GraphSide {
     folder: Option<String>,
     /// Items as last read, for PATCHes that send only what changed.
     seen: HashMap<String, Contact>,
+    /// The etag each of this side's own writes left (id → etag): the next delta round
+    /// shows them again, and they are known already.
+    written: HashMap<String, String>,
 }
 
 impl GraphSide {
@@ -30,7 +33,15 @@ impl GraphSide {
     /// task): the engine is synchronous and each call waits on `rt`.
     /// `set`: the fields this side carries (SPEC C8); the others are left as they are.
     pub fn new(client: GraphClient, rt: Handle, mailbox: &str, set: FieldSet) -> GraphSide {
-        GraphSide { client, rt, mailbox: mailbox.to_string(), set, folder: None, seen: HashMap::new() }
+        GraphSide {
+            client,
+            rt,
+            mailbox: mailbox.to_string(),
+            set,
+            folder: None,
+            seen: HashMap::new(),
+            written: HashMap::new(),
+        }
     }
 
     fn folder(&mut self) -> Result<String, ConnectorError> {
@@ -278,7 +289,8 @@ impl ContactReplica for GraphSide {
 
     fn pull(&mut self, cursor: Option<&str>) -> Result<Pull, ConnectorError> {
         let folder = self.folder()?;
-        let round = self.rt.block_on(self.client.pull_contacts(&self.mailbox, &folder, cursor))?;
+        let written = std::mem::take(&mut self.written);
+        let round = self.rt.block_on(self.client.pull_contacts_except(&self.mailbox, &folder, cursor, &written))?;
         let mut items = Vec::with_capacity(round.changes.len());
         for change in round.changes {
             match change {
@@ -356,6 +368,9 @@ impl ContactReplica for GraphSide {
                 }
                 let written = answer?;
                 let id = written.id.clone().unwrap_or_default();
+                if let Some(etag) = &written.etag {
+                    self.written.insert(id.clone(), etag.clone());
+                }
                 Ok(match op.kind {
                     PushKind::Create => {
                         self.seen.insert(id.clone(), written.clone());

@@ -102,6 +102,16 @@ pub struct HeldRun {
     pub plan: Vec<Planned>,
 }
 
+/// What the hub keeps in memory for a user between runs.
+#[derive(Default)]
+struct UserCache {
+    replica: Option<UserReplica>,
+    sides: Option<(GraphSide, CrmSide)>,
+}
+
+/// Runs writing more than this many items do not keep their replica in memory.
+const BIG_RUN: u32 = 200;
+
 /// The user setting holding a held run.
 const HELD: &str = "held_run";
 /// The user setting naming the sides the next run restores.
@@ -115,7 +125,10 @@ pub struct Hub {
     rt: Handle,
     settings: ContactSettings,
     overrides: BTreeMap<String, String>,
-    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Per user: the replica and the two sides as the last normal run left them (kept in
+    /// memory so a run need not load the document or re-read items), behind the user's
+    /// run lock.
+    users: Mutex<HashMap<String, Arc<Mutex<UserCache>>>>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
@@ -137,7 +150,7 @@ impl Hub {
             rt,
             settings,
             overrides: overrides.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect(),
-            locks: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
             clock: Arc::new(Utc::now),
         }
     }
@@ -283,11 +296,11 @@ impl Hub {
         if !self.enabled(pair) {
             return Err(HubError::Disabled(pair.address.clone()));
         }
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(pair.key.clone()).or_default().clone()
+        let cell = {
+            let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            users.entry(pair.key.clone()).or_insert_with(|| Arc::new(Mutex::new(UserCache::default()))).clone()
         };
-        let _running = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = cell.lock().unwrap_or_else(|p| p.into_inner());
         if mode == RunMode::Sync {
             if let Some(held) = self.held(&pair.key)? {
                 return Err(HubError::Held(pair.key.clone(), held.held.reason));
@@ -301,8 +314,13 @@ impl Hub {
         };
         let started = (self.clock)();
         let set = self.fields();
-        let mut graph = GraphSide::new(self.graph.clone(), self.rt.clone(), &pair.mailbox, set);
-        let mut crm = CrmSide::new(self.crm.clone(), self.rt.clone(), &pair.crm_user, set);
+        let sides = cache.sides.take();
+        let (mut graph, mut crm) = sides.unwrap_or_else(|| {
+            (
+                GraphSide::new(self.graph.clone(), self.rt.clone(), &pair.mailbox, set),
+                CrmSide::new(self.crm.clone(), self.rt.clone(), &pair.crm_user, set),
+            )
+        });
         let ctx = RunCtx {
             fields: [set; 2],
             now: started,
@@ -316,19 +334,38 @@ impl Hub {
             restore,
             ..RunOptions::new(ctx)
         };
-        let result = UserReplica::load(&self.store, &pair.key).map_err(EngineError::from).and_then(|mut replica| {
+        // A dry run plans on a copy loaded from the store; the kept replica stays as it is.
+        let kept = if mode == RunMode::DryRun { None } else { cache.replica.take() };
+        let replica = match kept {
+            Some(r) => Ok(r),
+            None => UserReplica::load(&self.store, &pair.key).map_err(EngineError::from),
+        };
+        let result = replica.and_then(|mut replica| {
             for side in Side::BOTH.into_iter().filter(|s| restore[s.index()]) {
                 // A restore needs the side's whole listing.
                 replica.set_cursor(side, None);
             }
             run_user(&self.store, &pair.key, replica, [&mut graph, &mut crm], opts)
         });
+        let result = result.map(|(replica, report)| {
+            // Only a run that wrote what it observed leaves a replica equal to the store:
+            // a held run's or a dry run's is dropped, and loaded again next time.
+            // A run that wrote many contacts (a first sync) leaves Automerge's in-memory
+            // structures several times the size of a fresh load: it is dropped and loaded
+            // compactly next time.
+            let written: u32 = report.counts.iter().map(|c| c.created + c.updated + c.deleted).sum();
+            if mode != RunMode::DryRun && report.held.is_none() && written <= BIG_RUN {
+                cache.replica = Some(replica);
+            }
+            cache.sides = Some((graph, crm));
+            report
+        });
         if mode == RunMode::DryRun {
-            return Ok(result?.1);
+            return Ok(result?);
         }
         let finished = (self.clock)();
         let record = match &result {
-            Ok((_, report)) => RunRecord {
+            Ok(report) => RunRecord {
                 user: pair.key.clone(),
                 started,
                 finished,
@@ -357,7 +394,7 @@ impl Hub {
         let mut write = UserWrite::new();
         write.journal(RUN, finished.timestamp_millis(), encode_record(&record)?);
         self.store.commit(&pair.key, write)?;
-        let report = result?.1;
+        let report = result?;
         if let Some(held) = &report.held {
             let run = HeldRun { at: started, held: held.clone(), plan: report.plan.clone() };
             let json = serde_json::to_vec(&run).map_err(|e| HubError::Setting(e.to_string()))?;

@@ -350,7 +350,20 @@ impl GraphClient {
         folder: &str,
         delta_link: Option<&str>,
     ) -> Result<ContactRound, ConnectorError> {
-        let (changes, delta_link, full) = match self.contact_delta(user, folder, delta_link).await {
+        self.pull_contacts_except(user, folder, delta_link, &HashMap::new()).await
+    }
+
+    /// [`GraphClient::pull_contacts`], leaving out of an incremental round the items whose
+    /// etag is in `echoes` (id → etag): the caller's own writes, which it knows already, so
+    /// their extended properties are not read again. A full round leaves nothing out.
+    pub async fn pull_contacts_except(
+        &self,
+        user: &str,
+        folder: &str,
+        delta_link: Option<&str>,
+        echoes: &HashMap<String, String>,
+    ) -> Result<ContactRound, ConnectorError> {
+        let (mut changes, delta_link, full) = match self.contact_delta(user, folder, delta_link).await {
             Ok((changes, link)) => (changes, link, delta_link.is_none()),
             Err(e) if e.kind == ErrorKind::ResyncRequired && delta_link.is_some() => {
                 let (changes, link) = self.contact_delta(user, folder, None).await?;
@@ -358,6 +371,14 @@ impl GraphClient {
             }
             Err(e) => return Err(e),
         };
+        if !full && !echoes.is_empty() {
+            changes.retain(|c| match c {
+                ContactChange::Upsert(c) => {
+                    c.id.as_ref().and_then(|id| echoes.get(id)).is_none_or(|etag| c.etag.as_ref() != Some(etag))
+                }
+                ContactChange::Removed { .. } => true,
+            });
+        }
         let ids: Vec<String> = changes
             .iter()
             .filter_map(|c| match c {

@@ -11,6 +11,10 @@ use crate::{Result, StoreError};
 /// sled segment size (sled's default is 512 KiB).
 const SEGMENT_BYTES: usize = 64 * 1024;
 
+/// sled's page cache (its default is 1 GiB, which it grows into): the hub keeps each user's
+/// replica in memory itself and reads the store mostly at start, so a small cache is enough.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// sled-backed key-value store. sled locks its directory: one process at a time.
 #[derive(Clone, Debug)]
 pub struct SledKv {
@@ -23,7 +27,12 @@ impl SledKv {
     pub fn open(dir: &Path) -> Result<Self> {
         // Every batch is flushed before `apply` returns, so sled needs no background
         // flusher (and closing the store releases its directory lock at once).
-        let db = sled::Config::new().path(dir).flush_every_ms(None).segment_size(SEGMENT_BYTES).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .segment_size(SEGMENT_BYTES)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
         let trees = Tree::ALL.iter().map(|t| db.open_tree(t.name())).collect::<Result<Vec<_>, _>>()?;
         Ok(SledKv { db, trees })
     }
