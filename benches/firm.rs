@@ -21,6 +21,10 @@ use synchub_connectors::graph::wire::Contact;
 use synchub_connectors::graph::{ContactWrite, Credentials, GraphClient, GraphConfig};
 use synchub_connectors::http::{RetryPolicy, Secret};
 
+/// The allocator the binary uses (see `src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "firm_support.rs"]
 mod firm_support;
 use firm_support::*;

@@ -298,13 +298,10 @@ async fn push_one(
             entry.private = patch.get("private").and_then(Value::as_bool).unwrap_or(false);
             c.entry = Some(entry);
             let made = client.create_in_list(&user, &c).await?;
-            Ok((
-                PushOutcome::Created {
-                    item: ItemId::from_trusted(made.contact_id.clone()),
-                    etag: Some(etag_of(&made)),
-                },
-                Some(made),
-            ))
+            let item = made.contact_id.parse::<ItemId>().map_err(|e| {
+                ConnectorError::new(ErrorKind::InvalidData, format!("the CRM answered a create with {e}"))
+            })?;
+            Ok((PushOutcome::Created { item, etag: Some(etag_of(&made)) }, Some(made)))
         }
         PushKind::Update => {
             let Some(seen) = seen else {
@@ -383,7 +380,10 @@ impl ContactReplica for CrmSide {
         let (changes, next) = self.rt.block_on(self.client.list_changes(&self.user, cursor))?;
         let mut items = Vec::with_capacity(changes.len());
         for change in changes {
-            let item = ItemId::from_trusted(change.contact_id.clone());
+            let Ok(item) = change.contact_id.parse::<ItemId>() else {
+                tracing::warn!(id = %change.contact_id, "the CRM sent a ContactID the hub cannot keep; left out (N2)");
+                continue;
+            };
             match (change.op, change.contact) {
                 (ChangeOp::Upsert, Some(c)) => {
                     items.push(Observed { item, change: ItemChange::Upsert(side_item(&c)) });
@@ -500,7 +500,7 @@ impl ContactReplica for CrmSide {
             (Some(item), kind) if kind != PushKind::Create => self.seen.get(item.as_str()),
             _ => self.seen.values().find(|c| c.entry.as_ref().and_then(|e| e.external_ref.as_deref()) == Some(&hub)),
         };
-        Ok(found.map(|c| (ItemId::from_trusted(c.contact_id.clone()), side_item(c))))
+        Ok(found.and_then(|c| Some((c.contact_id.parse::<ItemId>().ok()?, side_item(c)))))
     }
 }
 

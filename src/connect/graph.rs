@@ -278,6 +278,19 @@ fn side_item(c: &Contact) -> SideItem {
     }
 }
 
+/// An item id from Graph, if it is one the hub can keep (N2: a bad one is logged and left
+/// out, affecting nothing else).
+fn item_id(id: Option<&str>) -> Option<ItemId> {
+    match id.map(str::parse::<ItemId>) {
+        Some(Ok(item)) => Some(item),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "Graph sent an item id the hub cannot keep; item left out");
+            None
+        }
+        None => None,
+    }
+}
+
 fn invalid(message: &str) -> ConnectorError {
     ConnectorError::new(ErrorKind::InvalidData, message.to_string())
 }
@@ -295,16 +308,14 @@ impl ContactReplica for GraphSide {
         for change in round.changes {
             match change {
                 ContactChange::Upsert(c) => {
-                    let Some(id) = c.id.clone() else { continue };
-                    items.push(Observed {
-                        item: ItemId::from_trusted(id.clone()),
-                        change: ItemChange::Upsert(side_item(&c)),
-                    });
-                    self.seen.insert(id, *c);
+                    let Some(item) = item_id(c.id.as_deref()) else { continue };
+                    items.push(Observed { item: item.clone(), change: ItemChange::Upsert(side_item(&c)) });
+                    self.seen.insert(item.as_str().to_string(), *c);
                 }
                 ContactChange::Removed { id } => {
                     self.seen.remove(&id);
-                    items.push(Observed { item: ItemId::from_trusted(id), change: ItemChange::Removed });
+                    let Some(item) = item_id(Some(&id)) else { continue };
+                    items.push(Observed { item, change: ItemChange::Removed });
                 }
             }
         }
@@ -367,14 +378,17 @@ impl ContactReplica for GraphSide {
                     return Err(invalid("an update or delete without an item"));
                 }
                 let written = answer?;
-                let id = written.id.clone().unwrap_or_default();
+                let Some(item) = item_id(written.id.as_deref()) else {
+                    return Err(invalid("Graph answered a write without a usable item id"));
+                };
+                let id = item.as_str().to_string();
                 if let Some(etag) = &written.etag {
                     self.written.insert(id.clone(), etag.clone());
                 }
                 Ok(match op.kind {
                     PushKind::Create => {
                         self.seen.insert(id.clone(), written.clone());
-                        PushOutcome::Created { item: ItemId::from_trusted(id), etag: written.etag }
+                        PushOutcome::Created { item, etag: written.etag }
                     }
                     PushKind::Update => {
                         self.seen.remove(&id);
@@ -406,10 +420,10 @@ impl ContactReplica for GraphSide {
             }
         };
         Ok(found.and_then(|c| {
-            let id = c.id.clone()?;
+            let id = item_id(c.id.as_deref())?;
             let item = side_item(&c);
-            self.seen.insert(id.clone(), c);
-            Some((ItemId::from_trusted(id), item))
+            self.seen.insert(id.as_str().to_string(), c);
+            Some((id, item))
         }))
     }
 }

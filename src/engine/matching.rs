@@ -75,6 +75,7 @@ pub fn find_pairs(
     let sides = [new_items(replica, Side::Exchange, exchange), new_items(replica, Side::Crm, crm)];
     let mut pairs = Vec::new();
     let mut duplicates = Vec::new();
+    // `taken`: paired, or ambiguous by e-mail (never paired by name after that).
     let mut taken: [HashSet<&ItemId>; 2] = [HashSet::new(), HashSet::new()];
     for key_of in [email_key as fn(&ContactFields) -> Option<String>, name_key] {
         let mut groups: BTreeMap<String, [Vec<(&ItemId, &SideItem)>; 2]> = BTreeMap::new();
@@ -103,11 +104,15 @@ pub fn find_pairs(
                     taken[1].insert(c);
                     pairs.push(((*e).clone(), (*c).clone()));
                 }
-                (e, c) => duplicates.push(PossibleDuplicate {
-                    key,
-                    exchange: e.iter().map(|(id, _)| (*id).clone()).collect(),
-                    crm: c.iter().map(|(id, _)| (*id).clone()).collect(),
-                }),
+                (e, c) => {
+                    taken[0].extend(e.iter().map(|(id, _)| *id));
+                    taken[1].extend(c.iter().map(|(id, _)| *id));
+                    duplicates.push(PossibleDuplicate {
+                        key,
+                        exchange: e.iter().map(|(id, _)| (*id).clone()).collect(),
+                        crm: c.iter().map(|(id, _)| (*id).clone()).collect(),
+                    })
+                }
             }
         }
     }
@@ -224,5 +229,18 @@ mod tests {
         assert_eq!(duplicates.len(), 2, "{duplicates:?}");
         assert!(duplicates.iter().any(|d| d.exchange.len() == 2 && d.crm.len() == 1), "two Ann Lees: never paired");
         assert!(duplicates.iter().any(|d| d.key == "name:bo|diaz|umbrella"), "same name, different e-mails");
+    }
+
+    #[test]
+    fn c3_items_ambiguous_by_email_are_not_paired_by_name_either() {
+        let replica = UserReplica::new();
+        let exchange = [
+            item("e1", "Ann", "Lee", "Globex", "ann@globex.com"),
+            item("e2", "Ann", "Lee", "Globex", "ann@globex.com"),
+        ];
+        let crm = [item("c1", "Ann", "Lee", "Globex", "ann@globex.com")];
+        let (pairs, duplicates) = find_pairs(&replica, &exchange, &crm);
+        assert!(pairs.is_empty(), "{pairs:?}");
+        assert_eq!(duplicates.len(), 1);
     }
 }

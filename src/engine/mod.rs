@@ -378,7 +378,8 @@ fn guard(
     for side in Side::BOTH {
         let list = held_before[side.index()];
         if list > 0 && replica.side(side).by_item.is_empty() {
-            sides.push(side.other());
+            // The emptied side is the one to restore if the run is discarded.
+            sides.push(side);
             reasons.push(format!("{side} held {list} contacts and now shows none"));
             continue;
         }

@@ -273,6 +273,8 @@ impl Hub {
     /// Discard `user`'s held run: nothing of it is applied, and the next run restores the
     /// sides whose changes tripped the guard from the document (SPEC X5).
     pub fn discard(&self, user: &str) -> Result<(), HubError> {
+        let cell = self.user_cell(user);
+        let _running = cell.lock().unwrap_or_else(|p| p.into_inner());
         let Some(held) = self.held(user)? else { return Err(HubError::NotHeld(user.to_string())) };
         let restore = Side::BOTH.map(|s| held.held.sides.contains(&s));
         let json = serde_json::to_vec(&restore).map_err(|e| HubError::Setting(e.to_string()))?;
@@ -292,14 +294,17 @@ impl Hub {
         }
     }
 
+    /// The user's cell: what the hub keeps of them, behind their run lock.
+    fn user_cell(&self, user: &str) -> Arc<Mutex<UserCache>> {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        users.entry(user.to_string()).or_insert_with(|| Arc::new(Mutex::new(UserCache::default()))).clone()
+    }
+
     fn run(&self, pair: &UserPair, mode: RunMode) -> Result<RunReport, HubError> {
         if !self.enabled(pair) {
             return Err(HubError::Disabled(pair.address.clone()));
         }
-        let cell = {
-            let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-            users.entry(pair.key.clone()).or_insert_with(|| Arc::new(Mutex::new(UserCache::default()))).clone()
-        };
+        let cell = self.user_cell(&pair.key);
         let mut cache = cell.lock().unwrap_or_else(|p| p.into_inner());
         if mode == RunMode::Sync {
             if let Some(held) = self.held(&pair.key)? {
@@ -330,7 +335,9 @@ impl Hub {
         let opts = RunOptions {
             matching: self.settings.initial_match,
             dry_run: mode == RunMode::DryRun,
-            guard: (mode != RunMode::Release).then_some(self.settings.guard),
+            // A release, and a restore the administrator asked for by discarding, are not
+            // held again.
+            guard: (mode != RunMode::Release && !restore.iter().any(|r| *r)).then_some(self.settings.guard),
             restore,
             ..RunOptions::new(ctx)
         };
@@ -400,7 +407,8 @@ impl Hub {
             let json = serde_json::to_vec(&run).map_err(|e| HubError::Setting(e.to_string()))?;
             self.store.set_setting(Some(&pair.key), HELD, &json)?;
         } else {
-            if restore.iter().any(|r| *r) {
+            // A restore whose side could not be read is tried again next run.
+            if restore.iter().any(|r| *r) && report.errors.is_empty() {
                 self.store.set_setting(Some(&pair.key), RESTORE, b"")?;
             }
             if mode == RunMode::Release {
@@ -478,7 +486,11 @@ impl scheduler::Jobs for HubJobs {
                 .await
                 .map_err(|e| job_error(format!("the run of {user} stopped: {e}"), &[]))?;
             match result {
-                Ok(report) if report.errors.is_empty() => Ok(()),
+                Ok(report) if report.errors.iter().all(|(_, e)| !e.outcome_unknown()) => {
+                    // Done, or failed on what a retry cannot change (a value a side refuses,
+                    // SPEC N2): reported in the run's history, retried next cycle.
+                    Ok(())
+                }
                 Ok(report) => {
                     let errors: Vec<&ConnectorError> = report.errors.iter().map(|(_, e)| e).collect();
                     let message = report.errors.iter().map(|(s, e)| format!("{s}: {e}")).collect::<Vec<_>>().join("; ");

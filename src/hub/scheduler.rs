@@ -131,13 +131,11 @@ impl Scheduler {
             },
         };
         let permits = Arc::new(Semaphore::new(self.schedule.concurrency.max(1)));
+        // (Each task takes a slot per attempt; see `run_user`.)
         let mut tasks = tokio::task::JoinSet::new();
         for (i, user) in users.into_iter().enumerate() {
             let (me, permits) = (self.clone(), permits.clone());
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                (i, me.run_user(user).await)
-            });
+            tasks.spawn(async move { (i, me.run_user(user, &permits).await) });
         }
         let mut outcomes = Vec::new();
         while let Some(done) = tasks.join_next().await {
@@ -178,11 +176,17 @@ impl Scheduler {
     }
 
     /// One user's job, retried with backoff.
-    async fn run_user(&self, user: String) -> UserOutcome {
+    /// A slot is held for each attempt only, never across a backoff, so users waiting to
+    /// retry do not keep the others from running (SPEC A3).
+    async fn run_user(&self, user: String, permits: &Semaphore) -> UserOutcome {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let error = match self.jobs.run(&user).await {
+            let outcome = {
+                let _permit = permits.acquire().await;
+                self.jobs.run(&user).await
+            };
+            let error = match outcome {
                 Ok(()) => return UserOutcome { user, attempts, error: None },
                 Err(e) => e,
             };
@@ -303,6 +307,16 @@ mod tests {
         assert_eq!(fake.runs_of("good2"), [secs(0)], "the others ran at once");
         assert!(report.failed().next().is_none());
         assert_eq!(report.users[0].attempts, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a3_a_user_backing_off_does_not_keep_its_slot() {
+        let fake = Fake::new(&["bad", "good"], secs(1));
+        fake.fail("bad", 2, None);
+        let schedule = Schedule { concurrency: 1, ..Schedule::default() };
+        Scheduler::new(fake.clone(), schedule).run_now(None).await;
+        assert_eq!(fake.runs_of("good"), [secs(1)], "good runs while bad waits out its 5 s backoff");
+        assert_eq!(fake.runs_of("bad").len(), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -71,9 +71,12 @@ impl Merge<'_> {
     /// Whether an Outlook edit replaced the person (SPEC C10): given name, surname and
     /// primary e-mail all changed, beyond case and white space, from values that were set.
     fn is_new_person(&mut self, side: Side, hub: HubContactId, item: &SideItem) -> bool {
-        if !self.ctx.split_identity || side != Side::Exchange || self.replica.doc.contact_obj(hub).is_none() {
+        if !self.ctx.split_identity || side != Side::Exchange || self.replica.side(side).intents.contains_key(&hub) {
+            // With a push of ours pending or unconfirmed, the new name may be our own write.
             return false;
         }
+        let Some(obj) = self.replica.doc.contact_obj(hub) else { return false };
+        let current = self.replica.doc.read(&obj, None).fields;
         let Some(entry) = self.replica.entry(side, hub) else { return false };
         let norm = |f: &ContactFields, field: Field| -> String {
             f.get(field)
@@ -81,7 +84,12 @@ impl Merge<'_> {
                 .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase())
                 .unwrap_or_default()
         };
-        [Field::GivenName, Field::Surname, Field::Email1].into_iter().all(|field| {
+        let identity = [Field::GivenName, Field::Surname, Field::Email1];
+        // The item showing the document's own identity is the document's rename reaching it.
+        if identity.iter().all(|f| norm(&current, *f) == norm(&item.fields, *f)) {
+            return false;
+        }
+        identity.into_iter().all(|field| {
             let (old, new) = (norm(&entry.shadow, field), norm(&item.fields, field));
             !old.is_empty() && !new.is_empty() && old != new
         })
@@ -143,7 +151,7 @@ impl Merge<'_> {
     /// linked to another item) is adopted, never re-created (SPEC N1, X9).
     fn adopt(&mut self, side: Side, item_id: &ItemId, item: &SideItem, set: FieldSet) -> Option<HubContactId> {
         if let Some(hub) = self.assigned.get(&(side, item_id.clone())).copied() {
-            return self.adopt_pair(side, item_id, hub);
+            return self.adopt_pair(side, item_id, hub, item);
         }
         let hub = item.stamp?;
         let obj = self.replica.doc.contact_obj(hub)?;
@@ -188,12 +196,27 @@ impl Merge<'_> {
     /// empty shadow: what it holds is written over the first's values, what it lacks is
     /// kept from them (SPEC C3: both sides end with the union). The first item of a pair
     /// is not adopted: it makes the contact under the pair's id.
-    fn adopt_pair(&mut self, side: Side, item_id: &ItemId, hub: HubContactId) -> Option<HubContactId> {
-        self.replica.doc.contact_obj(hub)?;
+    fn adopt_pair(&mut self, side: Side, item_id: &ItemId, hub: HubContactId, item: &SideItem) -> Option<HubContactId> {
+        let obj = self.replica.doc.contact_obj(hub)?;
+        // Where the two differ the CRM's value is kept: an Outlook item joining a contact the
+        // CRM made adds only what the contact lacks (its shadow claims the rest as seen).
+        let shadow = match side {
+            Side::Crm => ContactFields::new(),
+            Side::Exchange => {
+                let current = self.replica.doc.read(&obj, None).fields;
+                let mut shadow = item.fields.clone();
+                for f in Field::ALL {
+                    if current.get(*f).is_none() {
+                        shadow.set(*f, None);
+                    }
+                }
+                shadow
+            }
+        };
         let entry = crate::merge::SideEntry {
             item: Some(item_id.clone()),
             etag: None,
-            shadow: ContactFields::new(),
+            shadow,
             base: self.replica.doc.heads(),
             stamped: false,
             previous: None,

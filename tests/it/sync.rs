@@ -399,8 +399,16 @@ async fn x5_a_side_suddenly_empty_is_held_even_under_the_thresholds() {
         firm.outlook_delete(1, id);
     }
     let report = firm.sync(1).await;
-    assert!(report.held.expect("an emptied side").reason.contains("now shows none"));
+    let held = report.held.expect("an emptied side");
+    assert!(held.reason.contains("now shows none"));
+    assert_eq!(held.sides, [synchub::model::Side::Exchange], "the emptied side is the one to restore");
     assert_eq!(firm.crm_list(1).len(), 4);
+    firm.hub.discard("u1").expect("discard");
+    let restored = firm.sync(1).await;
+    assert!(restored.held.is_none(), "a restore the administrator asked for is not held again");
+    assert_eq!(restored.counts[0].created, 4);
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
     let (firm, ids) = synced_with(30).await;
     for id in ids.iter().take(3) {
         firm.outlook_delete(1, id);
@@ -442,4 +450,26 @@ async fn c3_the_same_person_seen_on_each_side_in_different_runs_is_still_one_con
     firm.sync(1).await;
     firm.assert_mirrored(1);
     assert_eq!((firm.outlook(1).len(), firm.crm_list(1).len()), (1, 1), "one Jane on each side");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c3_an_outlook_copy_joining_a_contact_the_crm_made_keeps_the_crms_values() {
+    use synchub_connectors::emulators::graph::Fault;
+    let firm = Firm::start(1, identity()).await;
+    let mut outlook = person("Jane", "Tarnoff", "Acme (old)", "jane@acme.com");
+    outlook.set(Field::MobilePhone, Some(synchub::model::FieldValue::Text("+1 917 555 0100".into())));
+    firm.outlook_add(1, &outlook);
+    firm.crm_add(1, &person("Jane", "Tarnoff", "Acme Corp", "jane@acme.com"));
+    // Outlook cannot be read in the first run: Jane is made from the CRM alone.
+    firm.graph.inject(Some("/contacts/delta"), (0..12).map(|_| Fault::Status(503)));
+    firm.sync(1).await;
+    firm.graph.clear_faults();
+    let second = firm.sync(1).await;
+    assert_eq!(second.log.matched.len(), 1, "{second:?}");
+    firm.sync(1).await;
+    firm.assert_mirrored(1);
+    let (outlook, _) = firm.sides(1);
+    assert_eq!(outlook.len(), 1);
+    assert_eq!(text(&outlook[0], Field::Company).as_deref(), Some("Acme Corp"), "the firm record's value kept");
+    assert_eq!(text(&outlook[0], Field::MobilePhone).as_deref(), Some("+1 917 555 0100"), "what it lacked added");
 }
