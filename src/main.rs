@@ -87,14 +87,8 @@ fn sync(config: &std::path::Path, only: Option<&str>) -> Result<()> {
             Ok(r) => {
                 let [ex, crm] = r.counts;
                 println!(
-                    "{:<32} outlook +{} ~{} -{} | crm +{} ~{} -{} | conflicts {} | matched {} | possible duplicates {} | errors {}",
+                    "{:<32} outlook {ex} | crm {crm} | conflicts {} | matched {} | possible duplicates {} | errors {}",
                     pair.address,
-                    ex.created,
-                    ex.updated,
-                    ex.deleted,
-                    crm.created,
-                    crm.updated,
-                    crm.deleted,
                     r.log.conflicts.len(),
                     r.log.matched.len(),
                     r.possible_duplicates.len(),
@@ -115,13 +109,7 @@ fn sync(config: &std::path::Path, only: Option<&str>) -> Result<()> {
 fn report(step: &str, r: &RunReport) {
     let [ex, crm] = r.counts;
     println!(
-        "{step:<44} exchange +{} ~{} -{} | crm +{} ~{} -{} | conflicts {} | resurrected {}",
-        ex.created,
-        ex.updated,
-        ex.deleted,
-        crm.created,
-        crm.updated,
-        crm.deleted,
+        "{step:<44} exchange {ex} | crm {crm} | conflicts {} | resurrected {}",
         r.log.conflicts.len(),
         r.log.resurrected.len()
     );

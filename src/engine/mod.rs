@@ -72,6 +72,12 @@ pub struct Counts {
     pub deleted: u32,
 }
 
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "+{} ~{} -{}", self.created, self.updated, self.deleted)
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct RunReport {

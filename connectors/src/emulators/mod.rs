@@ -4,3 +4,19 @@
 
 pub mod crm;
 pub mod graph;
+
+/// Serve `router` on `addr` (port 0: any free port) in the background; the base URL.
+pub(crate) async fn serve_in_background(
+    router: axum::Router,
+    addr: &str,
+    name: &'static str,
+) -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            eprintln!("{name} emulator stopped: {e}");
+        }
+    });
+    Ok(url)
+}

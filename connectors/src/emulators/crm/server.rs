@@ -79,15 +79,7 @@ impl CrmEmulator {
 
     /// Serve on `addr` (port 0: any free port) in the background; returns the base URL.
     pub async fn start(&self, addr: &str) -> std::io::Result<String> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let router = self.router();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                eprintln!("CRM emulator stopped: {e}");
-            }
-        });
-        Ok(url)
+        super::super::serve_in_background(self.router(), addr, "CRM").await
     }
 
     /// The router; serve it with `axum::serve`.
