@@ -44,6 +44,12 @@ impl GraphSide {
         }
     }
 
+    /// Forget the items read this run (a later update reads its item again, in a batch):
+    /// between runs the hub keeps only the folder and its own writes' etags.
+    pub fn forget_items(&mut self) {
+        self.seen = HashMap::new();
+    }
+
     fn folder(&mut self) -> Result<String, ConnectorError> {
         if let Some(f) = &self.folder {
             return Ok(f.clone());

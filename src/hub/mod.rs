@@ -364,6 +364,7 @@ impl Hub {
             if mode != RunMode::DryRun && report.held.is_none() && written <= BIG_RUN {
                 cache.replica = Some(replica);
             }
+            graph.forget_items();
             cache.sides = Some((graph, crm));
             report
         });
