@@ -252,6 +252,16 @@ async fn a2_a4_the_scheduler_runs_every_user_and_a_throttled_side_is_waited_out(
     assert_eq!(history[0].counts[1][0], 1, "the first run created Jane in the CRM");
 }
 
+/// One Outlook save replacing given name, surname and primary e-mail (SPEC C10).
+fn rename_joe_to_jane(firm: &Firm, item: &str) {
+    let edits = [
+        (Field::GivenName, Some("Jane")),
+        (Field::Surname, Some("Rogers")),
+        (Field::Email1, Some("jane@rogers.example")),
+    ];
+    firm.outlook_edit_many(1, item, &edits);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c10_renamed_contact_is_split_and_the_old_crm_record_is_untouched() {
     let firm = Firm::start(1, identity()).await;
@@ -259,15 +269,7 @@ async fn c10_renamed_contact_is_split_and_the_old_crm_record_is_untouched() {
     firm.sync(1).await;
     let joe = firm.crm_list(1)[0].contact_id.clone();
     let old_stamp = firm.graph.state().contact("m1", &o).expect("item").extended(HUB_ID).map(str::to_string);
-    firm.outlook_edit_many(
-        1,
-        &o,
-        &[
-            (Field::GivenName, Some("Jane")),
-            (Field::Surname, Some("Rogers")),
-            (Field::Email1, Some("jane@rogers.example")),
-        ],
-    );
+    rename_joe_to_jane(&firm, &o);
     let report = firm.sync(1).await;
     assert_eq!(report.log.split.len(), 1, "{report:?}");
     firm.sync(1).await;
@@ -291,15 +293,7 @@ async fn c10_reuse_policy_follow_keeps_the_original_behaviour() {
     let o = firm.outlook_add(1, &person("Joe", "Smith", "Acme", "joe@acme.com"));
     firm.sync(1).await;
     let joe = firm.crm_list(1)[0].contact_id.clone();
-    firm.outlook_edit_many(
-        1,
-        &o,
-        &[
-            (Field::GivenName, Some("Jane")),
-            (Field::Surname, Some("Rogers")),
-            (Field::Email1, Some("jane@rogers.example")),
-        ],
-    );
+    rename_joe_to_jane(&firm, &o);
     let report = firm.sync(1).await;
     assert!(report.log.split.is_empty());
     let list = firm.crm_list(1);

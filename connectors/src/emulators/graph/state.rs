@@ -368,10 +368,8 @@ impl GraphState {
     pub fn delete_contact(&mut self, user: &str, id: &str) -> Result<(), GraphError> {
         let m = self.mailbox_mut(user)?;
         let stored = m.contacts.get_mut(id).filter(|c| !c.deleted).ok_or_else(|| GraphError::not_found("contact"))?;
-        m.seq += 1;
         stored.deleted = true;
-        stored.seq = m.seq;
-        m.contact_log.push((m.seq, id.to_string()));
+        stored.seq = log_change(&mut m.seq, &mut m.contact_log, id);
         Ok(())
     }
 
@@ -436,9 +434,7 @@ impl GraphState {
         }
         event.last_modified_date_time = Some(stamp(self.now));
         let m = self.mailbox_mut(user)?;
-        m.seq += 1;
-        let seq = m.seq;
-        m.event_log.push((seq, event.id.clone()));
+        let seq = log_change(&mut m.seq, &mut m.event_log, &event.id);
         m.events.insert(event.id.clone(), StoredEvent { event: event.clone(), deleted: false, seq });
         Ok(event)
     }
@@ -447,10 +443,8 @@ impl GraphState {
     pub fn delete_event(&mut self, user: &str, id: &str) -> Result<(), GraphError> {
         let m = self.mailbox_mut(user)?;
         let stored = m.events.get_mut(id).filter(|e| !e.deleted).ok_or_else(|| GraphError::not_found("event"))?;
-        m.seq += 1;
         stored.deleted = true;
-        stored.seq = m.seq;
-        m.event_log.push((m.seq, id.to_string()));
+        stored.seq = log_change(&mut m.seq, &mut m.event_log, id);
         Ok(())
     }
 
@@ -504,10 +498,15 @@ fn writable(body: &Value) -> Result<Contact, GraphError> {
     Ok(contact)
 }
 
+/// Append a change of `id` to a mailbox's log under the next sequence number; that number.
+fn log_change(seq: &mut u64, log: &mut Vec<(u64, String)>, id: &str) -> u64 {
+    *seq += 1;
+    log.push((*seq, id.to_string()));
+    *seq
+}
+
 fn touch_contact(m: &mut Mailbox, id: &str, now: String) -> Contact {
-    m.seq += 1;
-    let seq = m.seq;
-    m.contact_log.push((seq, id.to_string()));
+    let seq = log_change(&mut m.seq, &mut m.contact_log, id);
     let Some(stored) = m.contacts.get_mut(id) else { return Contact::default() };
     stored.seq = seq;
     stored.version += 1;
