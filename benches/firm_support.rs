@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use synchub::calendar::CalendarSettings;
 use synchub::connect::{crm as crm_map, graph as graph_map};
 use synchub::engine::sample;
 use synchub::hub::{ContactSettings, Hub, UserPair};
@@ -64,6 +65,17 @@ pub fn pair(u: usize) -> UserPair {
 
 /// A hub talking to the emulators at these URLs, its store in `dir`.
 pub fn hub(graph_url: &str, crm_url: &str, dir: &std::path::Path, rt: tokio::runtime::Handle) -> Arc<Hub> {
+    hub_with(graph_url, crm_url, dir, rt, CalendarSettings::default())
+}
+
+/// The same, with calendar `calendar` settings.
+pub fn hub_with(
+    graph_url: &str,
+    crm_url: &str,
+    dir: &std::path::Path,
+    rt: tokio::runtime::Handle,
+    calendar: CalendarSettings,
+) -> Arc<Hub> {
     let store = Store::open(dir).expect("store");
     let mut config = GraphConfig::new(Credentials::new(graph_url, "firm", "synchub", Secret::new("secret")));
     config.base = format!("{graph_url}/v1.0");
@@ -71,7 +83,8 @@ pub fn hub(graph_url: &str, crm_url: &str, dir: &std::path::Path, rt: tokio::run
     let graph = GraphClient::new(config).expect("graph client");
     let crm = CrmClient::new(crm_url, Secret::new("crm-token"), RetryPolicy::default()).expect("crm client");
     let settings = ContactSettings::default();
-    Arc::new(Hub::new(store, graph, crm, rt, settings, BTreeMap::new()))
+    let hub = Hub::new(store, graph, crm, rt, settings, BTreeMap::new()).with_calendar(calendar).expect("calendar");
+    Arc::new(hub)
 }
 
 /// Emulators over `state`, served by `rt`; their URLs.

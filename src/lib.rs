@@ -10,7 +10,8 @@
 //!    reads back after any error, and advances cursors once observations are durable.
 //!
 //! [`connect`] makes the Graph and CRM clients the engine's sides; [`hub`] matches users,
-//! runs them (one at a time each, on a schedule) and keeps their history. [`model`] is the
+//! runs them (one at a time each, on a schedule) and keeps their history; after each contact
+//! run, [`calendar`] sends the user's flagged meetings one way to the CRM. [`model`] is the
 //! canonical contact (FIELDS.md); `synchub-store` keeps bytes; `synchub-connectors` speaks
 //! to the outside.
 
@@ -18,6 +19,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod calendar;
 pub mod connect;
 pub mod engine;
 pub mod hub;

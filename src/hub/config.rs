@@ -21,6 +21,9 @@ pub struct Config {
     pub crm: CrmSection,
     #[serde(default)]
     pub contacts: ContactSettings,
+    /// Calendar sync (SPEC K1–K12).
+    #[serde(default)]
+    pub calendar: crate::calendar::CalendarSettings,
     /// Mailbox (address, UPN or Graph id) → CRM user id, where matching by address is not
     /// right (SPEC A1).
     #[serde(default)]
@@ -171,6 +174,7 @@ impl Config {
         if config.crm.token.is_none() {
             return Err(ConfigError::Missing("crm.token is not set (in the file or SYNCHUB_CRM_TOKEN)".into()));
         }
+        config.calendar.validate().map_err(|message| ConfigError::Parse { path: PathBuf::new(), message })?;
         Ok(config)
     }
 }
@@ -197,6 +201,20 @@ token = "t"
         assert!(c.contacts.sync_notes);
         assert_eq!(c.graph.base, "https://graph.microsoft.com/v1.0");
         assert_eq!(c.store.path, PathBuf::from("synchub-data/store"));
+        assert!(!c.calendar.enabled, "calendar sync is off by default (SPEC K1)");
+        assert_eq!(c.calendar.category, "CRM");
+        assert_eq!(c.calendar.held_window_days, 7);
+    }
+
+    #[test]
+    fn calendar_values_are_checked_by_name() {
+        let bad = format!("{MINIMAL}[calendar]\nheld_window_days = -1\n");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("calendar.held_window_days"), "{e}");
+        let bad = format!("{MINIMAL}[calendar]\ncategory = \" \"\n");
+        assert!(Config::parse(&bad).unwrap_err().to_string().contains("calendar.category"));
+        let typo = format!("{MINIMAL}[calendar]\nenable = true\n");
+        assert!(Config::parse(&typo).unwrap_err().to_string().contains("enable"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use synchub_connectors::ConnectorError;
 use synchub_store::{Store, UserWrite};
 use tokio::runtime::Handle;
 
+use crate::calendar::{CalUser, Calendar, CalendarError, CalendarReport, CalendarSettings};
 use crate::connect::crm::CrmSide;
 use crate::connect::graph::GraphSide;
 use crate::engine::{encode_record, read_journal, run_user, EngineError, Held, Planned, RunOptions, RunReport};
@@ -61,6 +62,8 @@ pub struct RunRecord {
     pub failed_pushes: u32,
     /// What went wrong (side failures; the run error, if it stopped).
     pub errors: Vec<String>,
+    /// Appointments created / updated / cancelled by the run's calendar step.
+    pub appointments: [u32; 3],
 }
 
 /// The journal kind of run records.
@@ -83,6 +86,8 @@ pub enum HubError {
     NotHeld(String),
     #[error("a stored setting does not read: {0}")]
     Setting(String),
+    #[error(transparent)]
+    Calendar(#[from] CalendarError),
 }
 
 /// How a run is made.
@@ -130,6 +135,7 @@ pub struct Hub {
     /// run lock.
     users: Mutex<HashMap<String, Arc<Mutex<UserCache>>>>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    calendar: Calendar,
 }
 
 impl Hub {
@@ -143,6 +149,15 @@ impl Hub {
         settings: ContactSettings,
         overrides: BTreeMap<String, String>,
     ) -> Hub {
+        let clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync> = Arc::new(Utc::now);
+        let calendar = Calendar::new(
+            store.clone(),
+            graph.clone(),
+            crm.clone(),
+            rt.clone(),
+            CalendarSettings::default(),
+            clock.clone(),
+        );
         Hub {
             store,
             graph,
@@ -151,8 +166,62 @@ impl Hub {
             settings,
             overrides: overrides.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect(),
             users: Mutex::new(HashMap::new()),
-            clock: Arc::new(Utc::now),
+            clock,
+            calendar,
         }
+    }
+
+    /// Use `settings` for calendar sync; with `enabled`, turn it on in the store (it stays
+    /// on: a config saying off later is logged and ignored, SPEC K1).
+    pub fn with_calendar(mut self, settings: CalendarSettings) -> Result<Hub, HubError> {
+        let enable = settings.enabled;
+        self.calendar = Calendar::new(
+            self.store.clone(),
+            self.graph.clone(),
+            self.crm.clone(),
+            self.rt.clone(),
+            settings,
+            self.clock.clone(),
+        );
+        if enable {
+            self.calendar.set_enabled(true)?;
+        } else if self.calendar.enabled()? {
+            tracing::info!(
+                "calendar sync is on in the store; the configuration's `enabled = false` cannot turn it off (SPEC K1)"
+            );
+        }
+        Ok(self)
+    }
+
+    /// The calendar: settings, appointments, history, search, skipped items (SPEC K1–K12).
+    pub fn calendar(&self) -> &Calendar {
+        &self.calendar
+    }
+
+    /// Turn calendar sync on; turning it off once on is refused (SPEC K1).
+    pub fn set_calendar_sync(&self, on: bool) -> Result<(), HubError> {
+        Ok(self.calendar.set_enabled(on)?)
+    }
+
+    fn cal_user(pair: &UserPair) -> CalUser {
+        CalUser { user: pair.crm_user.clone(), mailbox: pair.mailbox.clone(), address: pair.address.clone() }
+    }
+
+    /// The calendar step alone (the scheduler runs it for a user whose contact sync is off:
+    /// nothing is sent, and their flagged items say why, SPEC C7, K11).
+    pub fn calendar_step(&self, pair: &UserPair) -> Result<CalendarReport, HubError> {
+        let cell = self.user_cell(&pair.key);
+        let _running = cell.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.calendar.has_directory() {
+            self.match_users()?;
+        }
+        Ok(self.calendar.step(&Hub::cal_user(pair), self.enabled(pair))?)
+    }
+
+    /// Add an unmatched attendee of `pair`'s appointments to their CRM list and link them
+    /// (SPEC K4); the CRM ContactID.
+    pub fn add_attendee(&self, pair: &UserPair, email: &str) -> Result<String, HubError> {
+        Ok(self.calendar.add_attendee(&Hub::cal_user(pair), email)?)
     }
 
     /// A hub as `config` describes it, its store opened (made if missing).
@@ -174,12 +243,21 @@ impl Hub {
         let graph = GraphClient::new(graph)?;
         let token = Secret::new(config.crm.token.clone().unwrap_or_default());
         let crm = CrmClient::new(&config.crm.base, token, RetryPolicy::default())?;
-        Ok(Hub::new(store, graph, crm, rt, config.contacts.clone(), config.users.clone()))
+        Hub::new(store, graph, crm, rt, config.contacts.clone(), config.users.clone())
+            .with_calendar(config.calendar.clone())
     }
 
     /// Use `clock` for run times (tests set time).
     pub fn with_clock(mut self, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>) -> Hub {
-        self.clock = clock;
+        self.clock = clock.clone();
+        self.calendar = Calendar::new(
+            self.store.clone(),
+            self.graph.clone(),
+            self.crm.clone(),
+            self.rt.clone(),
+            self.calendar.settings().clone(),
+            clock,
+        );
         self
     }
 
@@ -229,6 +307,8 @@ impl Hub {
         for m in &out.unmatched_mailboxes {
             tracing::warn!(mailbox = %m, "no CRM user for this mailbox; not synced (SPEC A1)");
         }
+        let active = out.pairs.iter().filter(|p| self.enabled(p)).map(|p| p.crm_user.clone()).collect();
+        self.calendar.set_directory(&crm_users, active);
         Ok(out)
     }
 
@@ -302,6 +382,11 @@ impl Hub {
 
     fn run(&self, pair: &UserPair, mode: RunMode) -> Result<RunReport, HubError> {
         if !self.enabled(pair) {
+            if mode == RunMode::Sync {
+                if let Err(e) = self.calendar_step(pair) {
+                    tracing::warn!(user = %pair.key, error = %e, "calendar step of a user with contact sync off failed");
+                }
+            }
             return Err(HubError::Disabled(pair.address.clone()));
         }
         let cell = self.user_cell(&pair.key);
@@ -371,6 +456,26 @@ impl Hub {
         if mode == RunMode::DryRun {
             return Ok(result?);
         }
+        // The calendar step follows the contact run (DESIGN.md "Calendar pipeline"); its
+        // failure is recorded with the run and retried next run.
+        if !self.calendar.has_directory() {
+            // The calendar links firm users and waits for every user's first pass (K7,
+            // K12): it needs the matched users once.
+            if let Err(e) = self.match_users() {
+                tracing::warn!(error = %e, "matching users for the calendar failed");
+            }
+        }
+        let calendar = self.calendar.step(&Hub::cal_user(pair), true);
+        let (appointments, calendar_errors) = match &calendar {
+            Ok(c) => {
+                let a = c.appointments;
+                ([a.created, a.updated, a.cancelled], c.errors.iter().map(|e| format!("calendar: {e}")).collect())
+            }
+            Err(e) => {
+                tracing::warn!(user = %pair.key, error = %e, "calendar step failed; retried next run");
+                ([0; 3], vec![format!("calendar: {e}")])
+            }
+        };
         let finished = (self.clock)();
         let record = match &result {
             Ok(report) => RunRecord {
@@ -385,7 +490,13 @@ impl Hub {
                 matched: report.log.matched.len() as u32,
                 possible_duplicates: report.possible_duplicates.len() as u32,
                 failed_pushes: report.failed_pushes,
-                errors: report.errors.iter().map(|(side, e)| format!("{side}: {e}")).collect(),
+                errors: report
+                    .errors
+                    .iter()
+                    .map(|(side, e)| format!("{side}: {e}"))
+                    .chain(calendar_errors.clone())
+                    .collect(),
+                appointments,
             },
             Err(e) => RunRecord {
                 user: pair.key.clone(),
@@ -396,7 +507,8 @@ impl Hub {
                 matched: 0,
                 possible_duplicates: 0,
                 failed_pushes: 0,
-                errors: vec![e.to_string()],
+                errors: std::iter::once(e.to_string()).chain(calendar_errors).collect(),
+                appointments,
             },
         };
         let mut write = UserWrite::new();
@@ -457,7 +569,11 @@ impl scheduler::Jobs for HubJobs {
                 .await
                 .map_err(|e| job_error(format!("matching users: {e}"), &[]))?
                 .map_err(|e| job_error(format!("matching users: {e}"), &[]))?;
-            let enabled: Vec<UserPair> = matched.pairs.into_iter().filter(|p| self.hub.enabled(p)).collect();
+            // With calendar sync on, users whose contact sync is off still get a calendar
+            // step that says why their flagged items are not sent (SPEC C7, K11).
+            let calendar_on = self.hub.calendar().enabled().unwrap_or(false);
+            let enabled: Vec<UserPair> =
+                matched.pairs.into_iter().filter(|p| calendar_on || self.hub.enabled(p)).collect();
             let keys = enabled.iter().map(|p| p.key.clone()).collect();
             let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
             *pairs = enabled.into_iter().map(|p| (p.key.clone(), p)).collect();
@@ -483,6 +599,13 @@ impl scheduler::Jobs for HubJobs {
                 }
             };
             let hub = self.hub.clone();
+            if !hub.enabled(&pair) {
+                return tokio::task::spawn_blocking(move || hub.calendar_step(&pair))
+                    .await
+                    .map_err(|e| job_error(format!("the calendar step of {user} stopped: {e}"), &[]))?
+                    .map(|_| ())
+                    .map_err(|e| job_error(e.to_string(), &[]));
+            }
             let result = tokio::task::spawn_blocking(move || hub.sync_user(&pair))
                 .await
                 .map_err(|e| job_error(format!("the run of {user} stopped: {e}"), &[]))?;

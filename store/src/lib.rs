@@ -19,6 +19,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod calendar;
 pub mod codec;
 mod docs;
 mod keys;
@@ -26,6 +27,8 @@ mod kv;
 mod records;
 mod user;
 
+pub use calendar::{CalendarWrite, LogEntry};
+pub use keys::{key, segments};
 pub use kv::{Batch, Kv, MemKv, SledKv, Tree};
 pub use records::{ContactRecord, IntentRecord, SideRecord};
 pub use user::{DocStats, Store, UserState, UserWrite};

@@ -109,7 +109,11 @@ impl Store {
         Store { kv, writer: Arc::new(std::sync::Mutex::new(())) }
     }
 
-    fn write_lock(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+    pub(crate) fn kv(&self) -> &dyn Kv {
+        self.kv.as_ref()
+    }
+
+    pub(crate) fn write_lock(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
         self.writer.lock().map_err(|_| StoreError::Transaction("a writer panicked while holding the store".into()))
     }
 

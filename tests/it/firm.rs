@@ -2,10 +2,11 @@
 //! the real clients, and readers of both sides through FIELDS.md.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use synchub::calendar::CalendarSettings;
 use synchub::connect::{crm as crm_map, graph as graph_map};
 use synchub::engine::RunReport;
 use synchub::hub::{ContactSettings, Hub, UserPair};
@@ -35,6 +36,9 @@ pub struct Firm {
     pub crm_url: String,
     pub dir: tempfile::TempDir,
     settings: ContactSettings,
+    calendar: CalendarSettings,
+    /// The hub's time when set (else the wall clock).
+    clock: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
 
 pub fn retry() -> RetryPolicy {
@@ -60,31 +64,75 @@ impl Firm {
         let crm_url = crm.start("127.0.0.1:0").await.expect("crm emulator");
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("store");
-        let hub = Firm::hub_over(&graph_url, &crm_url, store, settings.clone());
-        Firm { graph, crm, hub, graph_url, crm_url, dir, settings }
+        let clock = Arc::new(Mutex::new(None));
+        let calendar = CalendarSettings::default();
+        let hub = Firm::hub_over(&graph_url, &crm_url, store, settings.clone(), calendar.clone(), clock.clone());
+        Firm { graph, crm, hub, graph_url, crm_url, dir, settings, calendar, clock }
     }
 
-    fn hub_over(graph_url: &str, crm_url: &str, store: Store, settings: ContactSettings) -> Arc<Hub> {
+    fn hub_over(
+        graph_url: &str,
+        crm_url: &str,
+        store: Store,
+        settings: ContactSettings,
+        calendar: CalendarSettings,
+        clock: Arc<Mutex<Option<DateTime<Utc>>>>,
+    ) -> Arc<Hub> {
         let mut config = GraphConfig::new(Credentials::new(graph_url, "firm", "synchub", Secret::new("secret")));
         config.base = format!("{graph_url}/v1.0");
         config.retry = retry();
         let graph = GraphClient::new(config).expect("graph client");
         let crm = CrmClient::new(crm_url, Secret::new(CRM_TOKEN), retry()).expect("crm client");
-        Arc::new(Hub::new(store, graph, crm, tokio::runtime::Handle::current(), settings, BTreeMap::new()))
+        let time = move || clock.lock().expect("clock").unwrap_or_else(Utc::now);
+        let hub = Hub::new(store, graph, crm, tokio::runtime::Handle::current(), settings, BTreeMap::new())
+            .with_clock(Arc::new(time))
+            .with_calendar(calendar)
+            .expect("calendar settings");
+        Arc::new(hub)
+    }
+
+    fn rebuild(&mut self, store: Store) {
+        self.hub = Firm::hub_over(
+            &self.graph_url,
+            &self.crm_url,
+            store,
+            self.settings.clone(),
+            self.calendar.clone(),
+            self.clock.clone(),
+        );
     }
 
     /// A new hub over a fresh, empty store (the old one lost), same sides.
     pub fn lose_store(&mut self) {
         self.dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(self.dir.path()).expect("store");
-        self.hub = Firm::hub_over(&self.graph_url, &self.crm_url, store, self.settings.clone());
+        self.rebuild(store);
     }
 
     /// A new hub over the same store (a restart), with `settings`.
     pub fn restart(&mut self, settings: ContactSettings) {
-        self.settings = settings.clone();
+        self.settings = settings;
         let store = self.hub.store().clone();
-        self.hub = Firm::hub_over(&self.graph_url, &self.crm_url, store, settings);
+        self.rebuild(store);
+    }
+
+    /// A new hub over the same store (a restart), with calendar `settings`.
+    pub fn restart_calendar(&mut self, settings: CalendarSettings) {
+        self.calendar = settings;
+        let store = self.hub.store().clone();
+        self.rebuild(store);
+    }
+
+    /// Set the time of the hub and both emulators.
+    pub fn set_time(&self, t: DateTime<Utc>) {
+        *self.clock.lock().expect("clock") = Some(t);
+        self.graph.state().set_now(t);
+        self.crm.state().set_now(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+
+    /// The hub's time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.lock().expect("clock").unwrap_or_else(Utc::now)
     }
 
     pub fn pair(i: usize) -> UserPair {

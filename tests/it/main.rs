@@ -1,5 +1,7 @@
 //! synchub's integration tests: one binary, one module per area (STYLE.md 11).
 
+mod calendar;
+mod calendar_prop;
 mod convergence;
 mod crash;
 mod durability;

@@ -46,6 +46,28 @@ impl Kv for MemKv {
             .collect())
     }
 
+    fn scan_range(&self, tree: Tree, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let data = self.lock()?;
+        Ok(data
+            .range((tree, start.to_vec())..(tree, end.to_vec()))
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn last(&self, tree: Tree) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let data = self.lock()?;
+        let after = Tree::ALL.iter().copied().find(|t| *t > tree);
+        let found = match after {
+            Some(next) => data.range(..(next, Vec::new())).next_back(),
+            None => data.iter().next_back(),
+        };
+        Ok(found.filter(|((t, _), _)| *t == tree).map(|((_, k), v)| (k.clone(), v.clone())))
+    }
+
     fn apply(&self, batch: &Batch) -> Result<()> {
         let mut data = self.lock()?;
         for (tree, key, value) in batch.ops() {

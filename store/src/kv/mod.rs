@@ -26,12 +26,31 @@ pub enum Tree {
     Settings,
     /// Append-only records per (user, kind, time): conflicts, events.
     Journal,
+    /// The calendar log (SPEC K8): one entry per observed version, keyed by sequence number,
+    /// never rewritten.
+    CalLog,
+    /// Per (user, Outlook item): what the hub did with the item (sent, skipped and why).
+    CalItems,
+    /// Per meeting: its flaggers, its CRM appointment and what was projected to it.
+    Meetings,
+    /// Secondary keys: search (SPEC K9), a meeting's history, unmatched attendees.
+    CalIndex,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 6] =
-        [Tree::Docs, Tree::Contacts, Tree::Cursors, Tree::Intents, Tree::Settings, Tree::Journal];
+    pub const ALL: [Tree; 10] = [
+        Tree::Docs,
+        Tree::Contacts,
+        Tree::Cursors,
+        Tree::Intents,
+        Tree::Settings,
+        Tree::Journal,
+        Tree::CalLog,
+        Tree::CalItems,
+        Tree::Meetings,
+        Tree::CalIndex,
+    ];
 
     /// The tree's name (sled tree name, error messages).
     pub fn name(self) -> &'static str {
@@ -42,6 +61,10 @@ impl Tree {
             Tree::Intents => "intents",
             Tree::Settings => "settings",
             Tree::Journal => "journal",
+            Tree::CalLog => "calendar_log",
+            Tree::CalItems => "calendar_items",
+            Tree::Meetings => "meetings",
+            Tree::CalIndex => "calendar_index",
         }
     }
 }
@@ -91,6 +114,10 @@ pub trait Kv: Send + Sync + 'static {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Every (key, value) whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Up to `limit` (key, value) pairs with `start <= key < end`, in key order.
+    fn scan_range(&self, tree: Tree, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// The last (key, value) of a tree.
+    fn last(&self, tree: Tree) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// Apply a batch atomically and durably.
     fn apply(&self, batch: &Batch) -> Result<()>;
     /// A number never handed out before by this store, also across restarts.

@@ -28,6 +28,24 @@ pub fn suite(kv: &dyn Kv) {
     assert_eq!(kv.scan_prefix(Tree::Contacts, b"u3").expect("scan"), vec![]);
     kv.apply(&Batch::new()).expect("empty batch is fine");
 
+    // Ranges are half-open and bounded; the last key of a tree is its own.
+    let mut b = Batch::new();
+    for k in [b"r1", b"r2", b"r3", b"r4"] {
+        b.put(Tree::CalIndex, k.to_vec(), k.to_vec());
+    }
+    b.put(Tree::Meetings, b"zz".to_vec(), b"m".to_vec());
+    kv.apply(&b).expect("apply");
+    let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        keys(kv.scan_range(Tree::CalIndex, b"r2", b"r4", 10).expect("range")),
+        vec![b"r2".to_vec(), b"r3".to_vec()]
+    );
+    assert_eq!(keys(kv.scan_range(Tree::CalIndex, b"r1", b"r9", 1).expect("range")), vec![b"r1".to_vec()]);
+    assert!(kv.scan_range(Tree::CalIndex, b"r4", b"r2", 10).expect("range").is_empty());
+    assert_eq!(kv.last(Tree::CalIndex).expect("last").map(|(k, _)| k), Some(b"r4".to_vec()));
+    assert_eq!(kv.last(Tree::Contacts).expect("last").map(|(k, _)| k), Some(b"u2/a".to_vec()));
+    assert_eq!(kv.last(Tree::CalLog).expect("last"), None);
+
     let (a, b) = (kv.next_id().expect("id"), kv.next_id().expect("id"));
     assert!(b > a, "ids increase");
 }

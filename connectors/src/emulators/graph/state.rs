@@ -439,6 +439,12 @@ impl GraphState {
         Ok(event)
     }
 
+    /// An event as stored (deleted ones are gone).
+    pub fn event(&self, user: &str, id: &str) -> Result<Event, GraphError> {
+        let m = self.mailbox(user)?;
+        m.events.get(id).filter(|e| !e.deleted).map(|e| e.event.clone()).ok_or_else(|| GraphError::not_found("event"))
+    }
+
     /// Delete an event.
     pub fn delete_event(&mut self, user: &str, id: &str) -> Result<(), GraphError> {
         let m = self.mailbox_mut(user)?;
