@@ -484,18 +484,25 @@ impl Calendar {
                         projected: None,
                         index: Vec::new(),
                         due: true,
+                        history: Vec::new(),
                     });
                     meetings.insert(id.to_string(), record);
                 }
                 Ok(())
             };
-        let log = |w: &mut CalendarWrite, item: &str, meeting: &str, change: &str, version: &Version| {
+        // Sequence numbers follow the log's last one: steps record under `apply`, so no
+        // other writer appends meanwhile (the store checks them on commit).
+        let next_seq = std::cell::Cell::new(self.store.last_seq()? + 1);
+        let log = |w: &mut CalendarWrite, item: &str, m: &mut MeetingRecord, change: &str, version: &Version| {
             let (body, hash) = version.encode();
+            let seq = next_seq.get();
+            next_seq.set(seq + 1);
+            m.history.push(seq);
             w.append(LogEntry {
-                seq: 0,
+                seq,
                 user: user.to_string(),
                 item: item.to_string(),
-                meeting: meeting.to_string(),
+                meeting: m.id.clone(),
                 observed_ms: now_ms,
                 hash,
                 change: change.to_string(),
@@ -533,7 +540,7 @@ impl Calendar {
                 let m = meetings.get_mut(&meeting_id).ok_or_else(|| CalendarError::Corrupt("meeting".into()))?;
                 if !is_flagged || private {
                     // K5: one user withdrawing their flag takes them off `flagged_by`.
-                    log(&mut w, &item.id, &meeting_id, if private { "private" } else { "unflagged" }, &version);
+                    log(&mut w, &item.id, m, if private { "private" } else { "unflagged" }, &version);
                     report.logged += 1;
                     m.flaggers.retain(|f| !(f.user == user && f.item == item.id));
                     m.last = Some(version.clone());
@@ -545,7 +552,7 @@ impl Calendar {
                     });
                     w.item(user, &item.id, next.as_ref().map(encode));
                 } else if version.encode().1 != old_hash {
-                    let hash = log(&mut w, &item.id, &meeting_id, "updated", &version);
+                    let hash = log(&mut w, &item.id, m, "updated", &version);
                     report.logged += 1;
                     match m.flaggers.iter_mut().find(|f| f.user == user && f.item == item.id) {
                         Some(f) => f.version = version.clone(),
@@ -586,11 +593,11 @@ impl Calendar {
                 continue;
             }
             let version = Version::of(item);
-            let hash = log(&mut w, &item.id, &meeting_id, "sent", &version);
-            report.logged += 1;
-            report.sent += 1;
             meeting(&meeting_id, &external_ref, &mut meetings)?;
             let m = meetings.get_mut(&meeting_id).ok_or_else(|| CalendarError::Corrupt("meeting".into()))?;
+            let hash = log(&mut w, &item.id, m, "sent", &version);
+            report.logged += 1;
+            report.sent += 1;
             m.flaggers.retain(|f| !(f.user == user && f.item == item.id));
             m.flaggers.push(Flagger {
                 user: user.to_string(),
@@ -639,7 +646,7 @@ impl Calendar {
                         continue;
                     };
                     let gone = m.flaggers.remove(pos);
-                    log(&mut w, &id, &record.meeting, "deleted", &gone.version);
+                    log(&mut w, &id, m, "deleted", &gone.version);
                     report.logged += 1;
                     m.last = Some(gone.version);
                     m.due = true;
@@ -871,10 +878,8 @@ impl Calendar {
 
     /// Every logged version of an appointment, oldest first (SPEC K8).
     pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, CalendarError> {
-        if self.load_meeting(id)?.is_none() {
-            return Err(CalendarError::NotFound(id.to_string()));
-        }
-        self.store.meeting_history(id)?.into_iter().map(history_entry).collect()
+        let r = self.load_meeting(id)?.ok_or_else(|| CalendarError::NotFound(id.to_string()))?;
+        self.store.log_entries(&r.history)?.into_iter().map(history_entry).collect()
     }
 
     /// Search appointments (SPEC K9), ordered by start, served from the index.

@@ -247,6 +247,8 @@ pub struct MeetingRecord {
     pub index: Vec<(Vec<u8>, Vec<u8>)>,
     /// Whether it must be projected again (cleared when the CRM has the projection).
     pub due: bool,
+    /// Its log entries' sequence numbers, oldest first (SPEC K8).
+    pub history: Vec<u64>,
 }
 
 /// The meeting id for an external reference: short, URL-safe and stable.

@@ -2,9 +2,11 @@
 //! per-item records, per-meeting records and the secondary index.
 //!
 //! The log is append-only by construction: [`CalendarWrite::append`] is the only way to
-//! write it, each entry gets the next sequence number under the store's writer lock, and no
-//! method rewrites or removes an entry. Items, meetings and index values are opaque bytes
-//! the hub encodes; the store only keys them.
+//! write it, a commit is refused unless its entries carry exactly the next sequence numbers
+//! (checked under the store's writer lock), and no method rewrites or removes an entry.
+//! Entries are stored in chunks of up to 64 KiB, each written once under the key (first
+//! seq, last seq): a run's appends cost one write per chunk, not one per entry. Items,
+//! meetings and index values are opaque bytes the hub encodes; the store only keys them.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +18,8 @@ use crate::{codec, Result, StoreError};
 /// One observed version of a sent calendar item.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
-    /// Assigned by the store when the entry is committed: 1, 2, 3, … in commit order.
+    /// 1, 2, 3, … in commit order: the writer takes the next ones from [`Store::last_seq`]
+    /// (under its own lock) and the store checks them.
     pub seq: u64,
     /// The user whose calendar held the item.
     pub user: String,
@@ -49,7 +52,7 @@ impl CalendarWrite {
         Self::default()
     }
 
-    /// Append an entry to the log (its `seq` is assigned on commit).
+    /// Append an entry to the log (its `seq` must follow the last one's).
     pub fn append(&mut self, entry: LogEntry) {
         self.appends.push(entry);
     }
@@ -82,42 +85,66 @@ impl CalendarWrite {
 
 const LOG: &str = "calendar_log";
 
-fn history_key(meeting: &str, seq: u64) -> Vec<u8> {
-    key(&[b"h", meeting.as_bytes(), &seq.to_be_bytes()])
+/// A chunk's size limit (sled handles values of this size well; see the docs' parts).
+const CHUNK_BYTES: usize = 64 * 1024;
+
+fn chunk_key(first: u64, last: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16);
+    k.extend_from_slice(&first.to_be_bytes());
+    k.extend_from_slice(&last.to_be_bytes());
+    k
+}
+
+fn chunk_range(k: &[u8]) -> Result<(u64, u64)> {
+    let bad = || StoreError::Corrupt { tree: LOG, detail: "a log key is not (first, last) sequence numbers".into() };
+    let (first, last) = k.split_at_checked(8).ok_or_else(bad)?;
+    let first: [u8; 8] = first.try_into().map_err(|_| bad())?;
+    let last: [u8; 8] = last.try_into().map_err(|_| bad())?;
+    Ok((u64::from_be_bytes(first), u64::from_be_bytes(last)))
 }
 
 fn unwrap_opaque(tree: Tree, bytes: &[u8]) -> Result<Vec<u8>> {
     codec::payload(tree.name(), bytes).map(<[u8]>::to_vec)
 }
 
-fn seq_of(k: &[u8]) -> Result<u64> {
-    let bytes: [u8; 8] = k
-        .try_into()
-        .map_err(|_| StoreError::Corrupt { tree: LOG, detail: "a log key is not a sequence number".into() })?;
-    Ok(u64::from_be_bytes(bytes))
-}
-
 impl Store {
-    /// Write a calendar step in one transaction, durable on return; the log entries'
-    /// sequence numbers, in the order they were appended.
-    pub fn calendar_commit(&self, write: CalendarWrite) -> Result<Vec<u64>> {
+    /// Write a calendar step in one transaction, durable on return. Refused, writing
+    /// nothing, unless the appended entries carry the sequence numbers that follow the log's
+    /// last one, in order.
+    pub fn calendar_commit(&self, write: CalendarWrite) -> Result<()> {
         if write.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let _writer = self.write_lock()?;
         let kv = self.kv();
-        let first = match kv.last(Tree::CalLog)? {
-            Some((k, _)) => seq_of(&k)? + 1,
-            None => 1,
-        };
-        let mut batch = Batch::new();
-        let mut seqs = Vec::with_capacity(write.appends.len());
-        for (seq, mut entry) in (first..).zip(write.appends) {
-            entry.seq = seq;
-            batch.put(Tree::CalIndex, history_key(&entry.meeting, seq), Vec::new());
-            batch.put(Tree::CalLog, seq.to_be_bytes().to_vec(), codec::encode(LOG, &entry)?);
-            seqs.push(seq);
+        for (expected, e) in (self.last_seq_unlocked()? + 1..).zip(&write.appends) {
+            if e.seq != expected {
+                return Err(StoreError::Transaction(format!(
+                    "calendar log entries must follow the log: expected sequence number {expected}, got {}",
+                    e.seq
+                )));
+            }
         }
+        let mut batch = Batch::new();
+        let mut chunk: Vec<&LogEntry> = Vec::new();
+        let mut bytes = 0;
+        let flush = |batch: &mut Batch, chunk: &mut Vec<&LogEntry>| -> Result<()> {
+            if let (Some(first), Some(last)) = (chunk.first(), chunk.last()) {
+                batch.put(Tree::CalLog, chunk_key(first.seq, last.seq), codec::encode(LOG, &*chunk)?);
+            }
+            chunk.clear();
+            Ok(())
+        };
+        for e in &write.appends {
+            let size = e.body.len() + e.user.len() + e.item.len() + e.meeting.len() + e.change.len() + 48;
+            if bytes + size > CHUNK_BYTES && !chunk.is_empty() {
+                flush(&mut batch, &mut chunk)?;
+                bytes = 0;
+            }
+            chunk.push(e);
+            bytes += size;
+        }
+        flush(&mut batch, &mut chunk)?;
         for (user, item, record) in write.items {
             let k = key(&[user.as_bytes(), item.as_bytes()]);
             match record {
@@ -137,45 +164,78 @@ impl Store {
                 None => batch.delete(Tree::CalIndex, k),
             }
         }
-        kv.apply(&batch)?;
-        Ok(seqs)
+        kv.apply(&batch)
     }
 
-    /// The log entry `seq`.
-    pub fn log_entry(&self, seq: u64) -> Result<Option<LogEntry>> {
-        match self.kv().get(Tree::CalLog, &seq.to_be_bytes())? {
-            Some(v) => Ok(Some(codec::decode(LOG, &v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Up to `limit` log entries from `from` on, in order.
-    pub fn log(&self, from: u64, limit: usize) -> Result<Vec<LogEntry>> {
-        self.kv()
-            .scan_range(Tree::CalLog, &from.to_be_bytes(), &u64::MAX.to_be_bytes(), limit)?
-            .into_iter()
-            .map(|(_, v)| codec::decode(LOG, &v))
-            .collect()
-    }
-
-    /// The last sequence number handed out (0: the log is empty).
-    pub fn last_seq(&self) -> Result<u64> {
+    fn last_seq_unlocked(&self) -> Result<u64> {
         match self.kv().last(Tree::CalLog)? {
-            Some((k, _)) => seq_of(&k),
+            Some((k, _)) => Ok(chunk_range(&k)?.1),
             None => Ok(0),
         }
     }
 
-    /// Every log entry of `meeting`, oldest first.
-    pub fn meeting_history(&self, meeting: &str) -> Result<Vec<LogEntry>> {
-        let prefix = key(&[b"h", meeting.as_bytes()]);
+    /// The last sequence number in the log (0: the log is empty). A writer that takes the
+    /// next numbers from it must keep other writers of the log out until it commits.
+    pub fn last_seq(&self) -> Result<u64> {
+        self.last_seq_unlocked()
+    }
+
+    /// The chunk holding `seq`, decoded.
+    fn chunk_of(&self, seq: u64) -> Result<Option<(u64, Vec<LogEntry>)>> {
+        let below = chunk_key(seq.saturating_add(1), 0);
+        match self.kv().last_below(Tree::CalLog, &below)? {
+            Some((k, v)) => {
+                let (first, last) = chunk_range(&k)?;
+                if seq > last {
+                    return Ok(None);
+                }
+                Ok(Some((first, codec::decode(LOG, &v)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The log entry `seq`.
+    pub fn log_entry(&self, seq: u64) -> Result<Option<LogEntry>> {
+        Ok(self.chunk_of(seq)?.and_then(|(first, entries)| {
+            usize::try_from(seq - first).ok().and_then(|i| entries.into_iter().nth(i)).filter(|e| e.seq == seq)
+        }))
+    }
+
+    /// The log entries `seqs` (ascending), each chunk read once.
+    pub fn log_entries(&self, seqs: &[u64]) -> Result<Vec<LogEntry>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut chunk: Option<(u64, Vec<LogEntry>)> = None;
+        for &seq in seqs {
+            let cached =
+                chunk.as_ref().is_some_and(|(first, entries)| seq >= *first && seq < first + entries.len() as u64);
+            if !cached {
+                chunk = self.chunk_of(seq)?;
+            }
+            let found = chunk.as_ref().and_then(|(first, entries)| {
+                usize::try_from(seq - first).ok().and_then(|i| entries.get(i)).filter(|e| e.seq == seq).cloned()
+            });
+            out.push(
+                found.ok_or_else(|| StoreError::Corrupt { tree: LOG, detail: format!("entry {seq} is missing") })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` log entries from `from` on, in order.
+    pub fn log(&self, from: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        let start = match self.kv().last_below(Tree::CalLog, &chunk_key(from.saturating_add(1), 0))? {
+            Some((k, _)) => k,
+            None => chunk_key(0, 0),
+        };
         let mut out = Vec::new();
-        for (k, _) in self.kv().scan_prefix(Tree::CalIndex, &prefix)? {
-            let seq = seq_of(k.get(prefix.len() + 2..).unwrap_or_default())?;
-            let entry = self
-                .log_entry(seq)?
-                .ok_or_else(|| StoreError::Corrupt { tree: LOG, detail: format!("entry {seq} indexed but missing") })?;
-            out.push(entry);
+        for (_, v) in self.kv().scan_range(Tree::CalLog, &start, &chunk_key(u64::MAX, u64::MAX), usize::MAX)? {
+            let entries: Vec<LogEntry> = codec::decode(LOG, &v)?;
+            out.extend(entries.into_iter().filter(|e| e.seq >= from));
+            if out.len() >= limit {
+                out.truncate(limit);
+                break;
+            }
         }
         Ok(out)
     }
@@ -229,9 +289,9 @@ mod tests {
     use super::*;
     use crate::MemKv;
 
-    fn entry(meeting: &str, body: &[u8]) -> LogEntry {
+    fn entry(seq: u64, meeting: &str, body: &[u8]) -> LogEntry {
         LogEntry {
-            seq: 0,
+            seq,
             user: "u1".into(),
             item: "e1".into(),
             meeting: meeting.into(),
@@ -243,24 +303,35 @@ mod tests {
     }
 
     #[test]
-    fn the_log_numbers_entries_in_order_and_indexes_them_by_meeting() {
-        for store in
-            [Store::in_memory(MemKv::new()), Store::open(tempfile::tempdir().unwrap().keep().as_path()).unwrap()]
-        {
+    fn the_log_takes_only_the_next_numbers_and_reads_back_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in [Store::in_memory(MemKv::new()), Store::open(dir.path()).unwrap()] {
             let mut w = CalendarWrite::new();
-            w.append(entry("m1", b"a"));
-            w.append(entry("m2", b"b"));
+            w.append(entry(1, "m1", b"a"));
+            w.append(entry(2, "m2", b"b"));
             w.item("u1", "e1", Some(b"rec".to_vec()));
             w.meeting("m1", Some(b"meet".to_vec()));
-            assert_eq!(store.calendar_commit(w).unwrap(), vec![1, 2]);
+            store.calendar_commit(w).unwrap();
             let mut w = CalendarWrite::new();
-            w.append(entry("m1", b"c"));
-            assert_eq!(store.calendar_commit(w).unwrap(), vec![3]);
-            assert_eq!(store.last_seq().unwrap(), 3);
-            let history: Vec<Vec<u8>> = store.meeting_history("m1").unwrap().into_iter().map(|e| e.body).collect();
-            assert_eq!(history, vec![b"a".to_vec(), b"c".to_vec()]);
-            assert_eq!(store.log(2, 10).unwrap().len(), 2);
+            w.append(entry(2, "m1", b"again"));
+            let refused = store.calendar_commit(w).unwrap_err().to_string();
+            assert!(refused.contains("expected sequence number 3, got 2"), "{refused}");
+            // Big bodies: one commit spans several chunks.
+            let mut w = CalendarWrite::new();
+            for seq in 3..=40 {
+                w.append(entry(seq, "m1", &vec![seq as u8; 10_000]));
+            }
+            store.calendar_commit(w).unwrap();
+            assert_eq!(store.last_seq().unwrap(), 40);
             assert_eq!(store.log_entry(2).unwrap().unwrap().body, b"b");
+            assert_eq!(store.log_entry(17).unwrap().unwrap().body, vec![17u8; 10_000]);
+            assert_eq!(store.log_entry(41).unwrap(), None);
+            let all = store.log(1, usize::MAX).unwrap();
+            assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
+            assert_eq!(store.log(20, 3).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![20, 21, 22]);
+            let picked = store.log_entries(&[1, 3, 4, 39]).unwrap();
+            assert_eq!(picked.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3, 4, 39]);
+            assert!(store.log_entries(&[41]).is_err());
             assert_eq!(store.cal_item("u1", "e1").unwrap().unwrap(), b"rec");
             assert_eq!(store.cal_items("u1").unwrap(), vec![("e1".to_string(), b"rec".to_vec())]);
             assert_eq!(store.meeting("m1").unwrap().unwrap(), b"meet");

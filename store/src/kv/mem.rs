@@ -68,6 +68,12 @@ impl Kv for MemKv {
         Ok(found.filter(|((t, _), _)| *t == tree).map(|((_, k), v)| (k.clone(), v.clone())))
     }
 
+    fn last_below(&self, tree: Tree, end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let data = self.lock()?;
+        let found = data.range((tree, Vec::new())..(tree, end.to_vec())).next_back();
+        Ok(found.map(|((_, k), v)| (k.clone(), v.clone())))
+    }
+
     fn apply(&self, batch: &Batch) -> Result<()> {
         let mut data = self.lock()?;
         for (tree, key, value) in batch.ops() {

@@ -118,6 +118,8 @@ pub trait Kv: Send + Sync + 'static {
     fn scan_range(&self, tree: Tree, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// The last (key, value) of a tree.
     fn last(&self, tree: Tree) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// The (key, value) with the greatest key below `end`.
+    fn last_below(&self, tree: Tree, end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// Apply a batch atomically and durably.
     fn apply(&self, batch: &Batch) -> Result<()>;
     /// A number never handed out before by this store, also across restarts.

@@ -45,6 +45,21 @@ pub fn suite(kv: &dyn Kv) {
     assert_eq!(kv.last(Tree::CalIndex).expect("last").map(|(k, _)| k), Some(b"r4".to_vec()));
     assert_eq!(kv.last(Tree::Contacts).expect("last").map(|(k, _)| k), Some(b"u2/a".to_vec()));
     assert_eq!(kv.last(Tree::CalLog).expect("last"), None);
+    assert_eq!(kv.last_below(Tree::CalIndex, b"r3").expect("below").map(|(k, _)| k), Some(b"r2".to_vec()));
+    assert_eq!(kv.last_below(Tree::CalIndex, b"r1").expect("below"), None);
+    assert_eq!(kv.last_below(Tree::CalIndex, b"zz").expect("below").map(|(k, _)| k), Some(b"r4".to_vec()));
+
+    // A batch across plain and calendar trees applies as one.
+    let mut b = Batch::new();
+    b.put(Tree::Contacts, b"mixed".to_vec(), b"c".to_vec());
+    b.put(Tree::CalLog, b"mixed".to_vec(), b"l".to_vec());
+    b.delete(Tree::CalIndex, b"r1".to_vec());
+    kv.apply(&b).expect("apply");
+    assert_eq!(kv.get(Tree::Contacts, b"mixed").expect("get"), Some(b"c".to_vec()));
+    assert_eq!(kv.get(Tree::CalLog, b"mixed").expect("get"), Some(b"l".to_vec()));
+    assert_eq!(kv.get(Tree::CalItems, b"mixed").expect("get"), None, "trees stay apart");
+    assert_eq!(kv.scan_prefix(Tree::CalIndex, b"r").expect("scan").len(), 3);
+    assert_eq!(kv.last(Tree::Meetings).expect("last").map(|(k, _)| k), Some(b"zz".to_vec()));
 
     let (a, b) = (kv.next_id().expect("id"), kv.next_id().expect("id"));
     assert!(b > a, "ids increase");
