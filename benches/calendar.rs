@@ -27,7 +27,7 @@ use synchub::calendar::model::{
 };
 use synchub::calendar::{record_projections, CalendarReport, CalendarSettings, Search};
 use synchub::hub::Hub;
-use synchub_connectors::crm::wire::{Contact as CrmContact, Email, User as CrmUser};
+use synchub_connectors::crm::wire::{Contact as CrmContact, Email};
 use synchub_connectors::emulators::crm::CrmState;
 use synchub_connectors::emulators::graph::GraphState;
 use synchub_connectors::graph::wire::{
@@ -41,7 +41,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "firm_support.rs"]
 mod firm_support;
-use firm_support::{hub_with, pair, serve};
+use firm_support::{add_user, hub_with, pair, serve};
 
 const USERS: usize = 100;
 const FLAGGED: usize = 50;
@@ -86,13 +86,7 @@ fn seed(now: DateTime<Utc>) -> (GraphState, CrmState) {
     let mut graph = GraphState::new("firm", "synchub", "secret", now);
     let mut crm = CrmState::new(&now.to_rfc3339());
     for u in 1..=USERS {
-        graph.add_user(&format!("m{u}"), &format!("User {u}"), &format!("u{u}@firm.example"));
-        crm.put_user(CrmUser {
-            id: format!("u{u}"),
-            login: format!("user{u}"),
-            email: format!("u{u}@firm.example"),
-            display_name: format!("User {u}"),
-        });
+        add_user(&mut graph, &mut crm, u);
     }
     for n in 0..CLIENTS {
         let mut c = CrmContact::default();

@@ -25,19 +25,24 @@ use synchub_store::Store;
 pub const PER_SIDE: usize = 1_000;
 pub const SHARED: usize = 500;
 
+/// User `u`: mailbox `m<u>` and CRM user `u<u>`, both `u<u>@firm.example`.
+pub fn add_user(graph: &mut GraphState, crm: &mut CrmState, u: usize) {
+    graph.add_user(&format!("m{u}"), &format!("User {u}"), &format!("u{u}@firm.example"));
+    crm.put_user(CrmUser {
+        id: format!("u{u}"),
+        login: format!("user{u}"),
+        email: format!("u{u}@firm.example"),
+        display_name: format!("User {u}"),
+    });
+}
+
 /// The emulators' state for `users` such users.
 pub fn seed(users: usize) -> (GraphState, CrmState) {
     let start = Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).single().expect("time");
     let mut graph = GraphState::new("firm", "synchub", "secret", start);
     let mut crm = CrmState::new("2026-11-25T10:00:00Z");
     for u in 1..=users {
-        graph.add_user(&format!("m{u}"), &format!("User {u}"), &format!("u{u}@firm.example"));
-        crm.put_user(CrmUser {
-            id: format!("u{u}"),
-            login: format!("user{u}"),
-            email: format!("u{u}@firm.example"),
-            display_name: format!("User {u}"),
-        });
+        add_user(&mut graph, &mut crm, u);
         let base = u * 10_000;
         for i in 0..PER_SIDE {
             let c = graph_map::apply_fields(GraphContact::default(), &sample::contact(base + i), |_| true);

@@ -554,23 +554,8 @@ impl Calendar {
                 } else if version.encode().1 != old_hash {
                     let hash = log(&mut w, &item.id, m, "updated", &version);
                     report.logged += 1;
-                    match m.flaggers.iter_mut().find(|f| f.user == user && f.item == item.id) {
-                        Some(f) => f.version = version.clone(),
-                        None => m.flaggers.push(Flagger {
-                            user: user.to_string(),
-                            address: who.address.clone(),
-                            item: item.id.clone(),
-                            first_ms: now_ms,
-                            version: version.clone(),
-                        }),
-                    }
-                    m.due = true;
-                    let next = ItemRecord {
-                        meeting: meeting_id.clone(),
-                        state: ItemState::Sent { hash, end: version.span.end() },
-                        observed_ms: now_ms,
-                    };
-                    w.item(user, &item.id, Some(encode(&next)));
+                    w.item(user, &item.id, Some(encode(&ItemRecord::sent(&m.id, &version, hash, now_ms))));
+                    flag(m, who, &item.id, now_ms, version);
                 }
                 continue;
             }
@@ -598,21 +583,8 @@ impl Calendar {
             let hash = log(&mut w, &item.id, m, "sent", &version);
             report.logged += 1;
             report.sent += 1;
-            m.flaggers.retain(|f| !(f.user == user && f.item == item.id));
-            m.flaggers.push(Flagger {
-                user: user.to_string(),
-                address: who.address.clone(),
-                item: item.id.clone(),
-                first_ms: now_ms,
-                version: version.clone(),
-            });
-            m.due = true;
-            let next = ItemRecord {
-                meeting: meeting_id.clone(),
-                state: ItemState::Sent { hash, end: version.span.end() },
-                observed_ms: now_ms,
-            };
-            w.item(user, &item.id, Some(encode(&next)));
+            w.item(user, &item.id, Some(encode(&ItemRecord::sent(&m.id, &version, hash, now_ms))));
+            flag(m, who, &item.id, now_ms, version);
         }
         if full {
             // A full round lists the whole window: what it does not list is gone from it.
@@ -1024,6 +996,22 @@ pub fn search_store(store: &Store, q: &Search) -> Result<Vec<AppointmentView>, C
         start = next_start;
     }
     Ok(out)
+}
+
+/// Note `who`'s copy `item` as a flagged copy of `m` at `version` (its first sighting kept)
+/// and mark the meeting for projection.
+fn flag(m: &mut MeetingRecord, who: &CalUser, item: &str, now_ms: i64, version: Version) {
+    match m.flaggers.iter_mut().find(|f| f.user == who.user && f.item == item) {
+        Some(f) => f.version = version,
+        None => m.flaggers.push(Flagger {
+            user: who.user.clone(),
+            address: who.address.clone(),
+            item: item.to_string(),
+            first_ms: now_ms,
+            version,
+        }),
+    }
+    m.due = true;
 }
 
 fn load_meeting(store: &Store, id: &str) -> Result<Option<MeetingRecord>, CalendarError> {

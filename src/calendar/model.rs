@@ -178,6 +178,17 @@ pub struct ItemRecord {
     pub observed_ms: i64,
 }
 
+impl ItemRecord {
+    /// The record of a copy of `meeting` just sent at `version` (hashed `hash`).
+    pub fn sent(meeting: &str, version: &Version, hash: [u8; 32], observed_ms: i64) -> ItemRecord {
+        ItemRecord {
+            meeting: meeting.to_string(),
+            state: ItemState::Sent { hash, end: version.span.end() },
+            observed_ms,
+        }
+    }
+}
+
 /// A user who flagged a meeting, and their copy's latest version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flagger {

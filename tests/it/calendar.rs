@@ -519,3 +519,28 @@ async fn times_are_utc_instants_across_a_dst_change_and_all_day_items_are_dates(
     assert_eq!(*span, synchub::calendar::model::Span::AllDay { start: date(25), end: date(26) }, "stored as dates");
     assert_eq!(Status::Scheduled, firm.hub.calendar().search(&Search::default()).unwrap()[0].status);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n1_an_appointment_that_did_not_reach_the_crm_is_written_by_a_later_run_once() {
+    use synchub_connectors::emulators::crm::Fault;
+    let firm = ready_firm(2).await;
+    put(&firm, 1, meeting("Retried", at(2026, 12, 1, 15, 0), "u1@firm.example", &[]));
+    firm.crm.inject((0..40).map(|_| Fault::Status(500)));
+    let hub = firm.hub.clone();
+    let failed = tokio::task::spawn_blocking(move || hub.calendar_step(&Firm::pair(1))).await.unwrap().unwrap();
+    assert_eq!(failed.logged, 1, "the version is logged even though the CRM is down");
+    assert!(!failed.errors.is_empty(), "the failure is reported");
+    assert!(appointments(&firm).is_empty());
+    firm.crm.clear_faults();
+    // A lost answer: the CRM made it, the hub did not hear.
+    firm.crm.inject([Fault::LostAnswer]);
+    let hub = firm.hub.clone();
+    let _ = tokio::task::spawn_blocking(move || hub.calendar_step(&Firm::pair(2))).await.unwrap();
+    firm.crm.clear_faults();
+    // Any user's next step projects what is pending.
+    firm.sync(2).await;
+    firm.sync(1).await;
+    let a = only(&firm);
+    assert_eq!((a.subject.as_str(), a.flagged_by.clone()), ("Retried", vec!["u1".to_string()]));
+    assert_eq!(firm.hub.store().log(1, usize::MAX).unwrap().len(), 1, "logged once");
+}
