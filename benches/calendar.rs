@@ -243,6 +243,7 @@ fn search(c: &mut Criterion) {
                 item: format!("e{n}"),
                 first_ms: 0,
                 version: version.clone(),
+                suspended: false,
             }],
             last: Some(version),
             crm: Some(CrmRef { id: format!("A{n:06}"), version: 1, updated_at: String::new() }),

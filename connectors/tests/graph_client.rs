@@ -425,7 +425,7 @@ async fn k10_calendar_delta_over_a_window_renewed_daily() {
         .iter()
         .map(|c| match c {
             EventChange::Upsert(i) => i.id.as_str(),
-            EventChange::Removed { id } => id.as_str(),
+            EventChange::Removed { id, .. } => id.as_str(),
         })
         .collect();
     assert_eq!(
@@ -456,8 +456,11 @@ async fn k10_calendar_delta_over_a_window_renewed_daily() {
     assert!(!next.full);
     assert_eq!(next.cursor.started_at, now(), "the chain keeps its window");
     assert_eq!(next.changes.len(), 3);
-    assert!(next.changes.contains(&EventChange::Removed { id: old.id.clone() }));
-    assert!(next.changes.contains(&EventChange::Removed { id: series.id.clone() }), "left the window");
+    assert!(next.changes.contains(&EventChange::Removed { id: old.id.clone(), deleted: true }));
+    assert!(
+        next.changes.contains(&EventChange::Removed { id: series.id.clone(), deleted: false }),
+        "left the window: `changed`, not deleted"
+    );
 
     let tomorrow = now() + day + chrono::Duration::hours(1);
     let renewed = graph.pull_calendar(USER, Some(&next.cursor), tomorrow, Window::default()).await.expect("renewal");

@@ -21,7 +21,9 @@ use synchub_connectors::crm::client::{AppointmentQuery, CrmClient};
 use synchub_connectors::crm::wire::{
     Appointment, AppointmentStatus, Attendee, Contact as CrmContact, Email, User as CrmUser,
 };
-use synchub_connectors::graph::calendar::{CalendarCursor, CalendarItem, EventChange, Sensitivity, Window};
+use synchub_connectors::graph::calendar::{
+    CalendarCursor, CalendarItem, CalendarRound, EventChange, Sensitivity, Window,
+};
 use synchub_connectors::graph::GraphClient;
 use synchub_connectors::{ConnectorError, ErrorKind};
 use synchub_store::{CalendarWrite, LogEntry, Store};
@@ -389,7 +391,7 @@ impl Calendar {
         }
         let directory = self.directory()?;
         let _apply = lock(&self.apply);
-        let touched = self.observe(who, &round.changes, round.full, blocked, now, &mut report)?;
+        let touched = self.observe(who, &round, blocked, now, &mut report)?;
         self.save_cursor(&who.user, if keep_cursor { Some(&round.cursor) } else { None })?;
         if on && contact_sync && !ready {
             self.store.set_setting(Some(&who.user), SETTING_PASS, b"done")?;
@@ -450,12 +452,12 @@ impl Calendar {
     fn observe(
         &self,
         who: &CalUser,
-        changes: &[EventChange],
-        full: bool,
+        round: &CalendarRound,
         blocked: Option<SkipReason>,
         now: DateTime<Utc>,
         report: &mut CalendarReport,
     ) -> Result<BTreeSet<String>, CalendarError> {
+        let (changes, full) = (&round.changes, round.full);
         if changes.is_empty() && !full {
             return Ok(BTreeSet::new());
         }
@@ -464,10 +466,12 @@ impl Calendar {
         for (item, bytes) in self.store.cal_items(user)? {
             known.insert(item, decode("calendar item", &bytes)?);
         }
-        let window_start = now - Duration::days(self.settings.window().past_days);
+        // K10: after the held window, Outlook changes (removals included) no longer count.
+        let window_start = now - Duration::days(self.settings.held_window_days);
         let mut w = CalendarWrite::new();
         let mut meetings: HashMap<String, MeetingRecord> = HashMap::new();
-        let mut seen: HashSet<&str> = HashSet::new();
+        // Events that did not read are still there: never taken for gone (SPEC N2).
+        let mut seen: HashSet<&str> = round.rejected_ids.iter().map(String::as_str).collect();
         let now_ms = now.timestamp_millis();
         let category = self.settings.category.as_str();
 
@@ -510,14 +514,35 @@ impl Calendar {
             });
             hash
         };
+        if blocked == Some(SkipReason::ContactSyncOff) {
+            // C7: the user's copies stop counting as sources until contact sync is on again.
+            for (item, record) in &known {
+                let ItemState::Sent { hash, end, suspended: false } = record.state else { continue };
+                if !meetings.contains_key(&record.meeting) {
+                    let Some(m) = self.load_meeting(&record.meeting)? else { continue };
+                    meetings.insert(record.meeting.clone(), m);
+                }
+                let m = meetings.get_mut(&record.meeting).ok_or_else(|| CalendarError::Corrupt("meeting".into()))?;
+                for f in m.flaggers.iter_mut().filter(|f| f.user == user && f.item == *item) {
+                    f.suspended = true;
+                }
+                m.due = true;
+                let state = ItemState::Sent { hash, end, suspended: true };
+                let next = ItemRecord { meeting: record.meeting.clone(), state, observed_ms: now_ms };
+                w.item(user, item, Some(encode(&next)));
+            }
+        }
         let mut removed: Vec<String> = Vec::new();
         for change in changes {
             report.observed += 1;
             let item = match change {
                 EventChange::Upsert(item) => item.as_ref(),
-                EventChange::Removed { id } => {
+                EventChange::Removed { id, deleted } => {
                     seen.insert(id.as_str());
-                    removed.push(id.clone());
+                    // Moved out of the window (Graph's `changed`) is not a withdrawal.
+                    if *deleted {
+                        removed.push(id.clone());
+                    }
                     continue;
                 }
             };
@@ -526,37 +551,54 @@ impl Calendar {
             let is_flagged = flagged(item, category);
             let external_ref = item.ical_uid.clone().unwrap_or_else(|| format!("outlook:{user}:{}", item.id));
             let sent = record.and_then(|r| match &r.state {
-                ItemState::Sent { hash, .. } => Some((r.meeting.clone(), *hash)),
+                ItemState::Sent { hash, suspended, .. } => Some((r.meeting.clone(), *hash, *suspended)),
                 ItemState::Skipped { .. } => None,
             });
-            if let Some((meeting_id, old_hash)) = sent {
+            if let Some((meeting_id, old_hash, suspended)) = sent {
                 if blocked.is_some() {
-                    // C7: a user whose contact sync is off sends nothing, changes included.
+                    // C7: a user whose contact sync is off sends nothing, changes included
+                    // (their copies were suspended above).
                     continue;
                 }
                 let version = Version::of(item);
                 let private = item.sensitivity == Sensitivity::Private;
+                let recurring = item.kind.is_recurring();
+                let (_, hash) = version.encode();
+                if is_flagged && !private && !recurring && hash == old_hash && !suspended {
+                    continue;
+                }
                 meeting(&meeting_id, &external_ref, &mut meetings)?;
                 let m = meetings.get_mut(&meeting_id).ok_or_else(|| CalendarError::Corrupt("meeting".into()))?;
-                if !is_flagged || private {
-                    // K5: one user withdrawing their flag takes them off `flagged_by`.
-                    log(&mut w, &item.id, m, if private { "private" } else { "unflagged" }, &version);
+                if !is_flagged || private || recurring {
+                    // K5: one user withdrawing their flag takes them off `flagged_by`; a
+                    // copy turned Private or into a series is withdrawn too (K2).
+                    let change = if private {
+                        "private"
+                    } else if recurring {
+                        "recurring"
+                    } else {
+                        "unflagged"
+                    };
+                    log(&mut w, &item.id, m, change, &version);
                     report.logged += 1;
                     m.flaggers.retain(|f| !(f.user == user && f.item == item.id));
                     m.last = Some(version.clone());
                     m.due = true;
-                    let next = (is_flagged && private).then(|| ItemRecord {
+                    let reason = if private { SkipReason::Private } else { SkipReason::Recurring };
+                    let next = (is_flagged && (private || recurring)).then(|| ItemRecord {
                         meeting: meeting_id.clone(),
-                        state: skipped_state(item, SkipReason::Private),
+                        state: skipped_state(item, reason),
                         observed_ms: now_ms,
                     });
                     w.item(user, &item.id, next.as_ref().map(encode));
-                } else if version.encode().1 != old_hash {
-                    let hash = log(&mut w, &item.id, m, "updated", &version);
-                    report.logged += 1;
-                    w.item(user, &item.id, Some(encode(&ItemRecord::sent(&m.id, &version, hash, now_ms))));
-                    flag(m, who, &item.id, now_ms, version);
+                    continue;
                 }
+                if hash != old_hash {
+                    log(&mut w, &item.id, m, "updated", &version);
+                    report.logged += 1;
+                }
+                w.item(user, &item.id, Some(encode(&ItemRecord::sent(&m.id, &version, hash, now_ms))));
+                flag(m, who, &item.id, now_ms, version);
                 continue;
             }
             if !is_flagged {
@@ -595,7 +637,7 @@ impl Calendar {
             match &record.state {
                 ItemState::Skipped { .. } => w.item(user, &id, None),
                 ItemState::Sent { end, .. } => {
-                    if blocked.is_some() || *end < window_start {
+                    if blocked.is_some() || *end <= window_start {
                         // C7 sends nothing; an item that aged out of the window has ended
                         // long ago and is not withdrawn.
                         continue;
@@ -661,7 +703,8 @@ impl Calendar {
         Ok(out)
     }
 
-    /// Look up attendee addresses among CRM contacts (cached for a few minutes).
+    /// Look up attendee addresses among CRM contacts (cached for a few minutes). An address
+    /// whose look-up failed is missing from the answer.
     fn look_up(&self, emails: BTreeSet<String>, now: DateTime<Utc>) -> HashMap<String, Option<(String, String)>> {
         let mut out = HashMap::new();
         let mut missing = Vec::new();
@@ -692,8 +735,10 @@ impl Calendar {
                 });
             }
             let mut found = Vec::new();
-            while let Some(Ok(r)) = tasks.join_next().await {
-                found.push(r);
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok(r) = joined {
+                    found.push(r);
+                }
             }
             found
         });
@@ -708,9 +753,8 @@ impl Calendar {
                     out.insert(email, hit);
                 }
                 Err(e) => {
-                    // Not linked this time; the projection is retried with the next change.
+                    // Left out: the meetings it attends wait for the next step.
                     tracing::warn!(%email, error = %e, "looking up an attendee in the CRM failed");
-                    out.insert(email, None);
                 }
             }
         }
@@ -746,11 +790,21 @@ impl Calendar {
                 }
             }
         }
-        let contacts = self.look_up(emails, now);
+        let contacts = self.look_up(emails.clone(), now);
+        let unknown: HashSet<&String> = emails.iter().filter(|e| !contacts.contains_key(*e)).collect();
         let window = Duration::days(self.settings.held_window_days);
         let mut writes = Vec::new();
         let mut w = CalendarWrite::new();
         for (mut r, force) in records {
+            let attends_unknown = source(&r).map(|f| &f.version).or(r.last.as_ref()).is_some_and(|v| {
+                v.attendees.iter().chain(v.organizer.as_ref()).any(|a| unknown.contains(&a.email.to_lowercase()))
+            });
+            if attends_unknown {
+                // An attendee could not be looked up: projecting now would unlink them.
+                report.errors.push(format!("appointment {}: an attendee look-up failed; retried next run", r.id));
+                w.index(index::pending(&r.id), Some(Vec::new()));
+                continue;
+            }
             let next = match plan(&r, directory, &contacts, now, window) {
                 Some(p) => p,
                 None => {
@@ -934,6 +988,12 @@ impl Calendar {
                 due.insert(m, false);
             }
         }
+        // Pending first: a relink the CRM does not take now is done by the next step.
+        let mut pending = CalendarWrite::new();
+        for m in due.keys() {
+            pending.index(index::pending(m), Some(Vec::new()));
+        }
+        self.store.calendar_commit(pending)?;
         let directory = self.directory()?;
         let mut report = CalendarReport::default();
         self.project(&due, &directory, now, &mut report)?;
@@ -1002,13 +1062,17 @@ pub fn search_store(store: &Store, q: &Search) -> Result<Vec<AppointmentView>, C
 /// and mark the meeting for projection.
 fn flag(m: &mut MeetingRecord, who: &CalUser, item: &str, now_ms: i64, version: Version) {
     match m.flaggers.iter_mut().find(|f| f.user == who.user && f.item == item) {
-        Some(f) => f.version = version,
+        Some(f) => {
+            f.version = version;
+            f.suspended = false;
+        }
         None => m.flaggers.push(Flagger {
             user: who.user.clone(),
             address: who.address.clone(),
             item: item.to_string(),
             first_ms: now_ms,
             version,
+            suspended: false,
         }),
     }
     m.due = true;
@@ -1029,14 +1093,16 @@ fn skipped_state(item: &CalendarItem, reason: SkipReason) -> ItemState {
 
 /// The copy that is the source (SPEC K12): the organizer's when the organizer flagged it,
 /// else the earliest flagger's.
+/// Copies of users whose contact sync is off count only when no other copy is left (C7).
 fn source(r: &MeetingRecord) -> Option<&Flagger> {
+    let active = r.flaggers.iter().any(|f| !f.suspended);
+    let candidates = || r.flaggers.iter().filter(move |f| !active || !f.suspended);
     let organizer = |f: &&Flagger| {
         f.version.organizer.as_ref().is_some_and(|o| !o.email.is_empty() && o.email.eq_ignore_ascii_case(&f.address))
     };
-    r.flaggers
-        .iter()
+    candidates()
         .find(organizer)
-        .or_else(|| r.flaggers.iter().min_by(|a, b| (a.first_ms, &a.user).cmp(&(b.first_ms, &b.user))))
+        .or_else(|| candidates().min_by(|a, b| (a.first_ms, &a.user).cmp(&(b.first_ms, &b.user))))
 }
 
 /// What the meeting's appointment should be now (SPEC K3, K5, K10, K12); `None` when no

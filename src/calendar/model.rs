@@ -162,8 +162,9 @@ pub fn refusal(item: &CalendarItem, now: DateTime<Utc>) -> Option<SkipReason> {
 /// What the hub did with one of a user's Outlook items.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ItemState {
-    /// Sent: the version last logged.
-    Sent { hash: [u8; 32], end: DateTime<Utc> },
+    /// Sent: the version last logged. `suspended`: the user's contact sync is off, so
+    /// their copy no longer counts as the source (SPEC C7) until it is on again.
+    Sent { hash: [u8; 32], end: DateTime<Utc>, suspended: bool },
     /// Flagged but not sent, and why.
     Skipped { reason: SkipReason, subject: String, start: DateTime<Utc>, recurring: bool },
 }
@@ -183,7 +184,7 @@ impl ItemRecord {
     pub fn sent(meeting: &str, version: &Version, hash: [u8; 32], observed_ms: i64) -> ItemRecord {
         ItemRecord {
             meeting: meeting.to_string(),
-            state: ItemState::Sent { hash, end: version.span.end() },
+            state: ItemState::Sent { hash, end: version.span.end(), suspended: false },
             observed_ms,
         }
     }
@@ -201,6 +202,9 @@ pub struct Flagger {
     /// source unless the organizer flagged (SPEC K12).
     pub first_ms: i64,
     pub version: Version,
+    /// The user's contact sync is off (SPEC C7): their copy is the source only when no
+    /// other flagger's can be.
+    pub suspended: bool,
 }
 
 /// The CRM's appointment for a meeting, as last written.

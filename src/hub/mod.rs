@@ -218,6 +218,18 @@ impl Hub {
         Ok(self.calendar.step(&Hub::cal_user(pair), self.enabled(pair))?)
     }
 
+    /// The calendar step that follows a contact run.
+    fn calendar_after(&self, pair: &UserPair) -> Result<CalendarReport, CalendarError> {
+        if !self.calendar.has_directory() {
+            // The calendar links firm users and waits for every user's first pass (K7,
+            // K12): it needs the matched users once.
+            if let Err(e) = self.match_users() {
+                tracing::warn!(error = %e, "matching users for the calendar failed");
+            }
+        }
+        self.calendar.step(&Hub::cal_user(pair), true)
+    }
+
     /// Add an unmatched attendee of `pair`'s appointments to their CRM list and link them
     /// (SPEC K4); the CRM ContactID.
     pub fn add_attendee(&self, pair: &UserPair, email: &str) -> Result<String, HubError> {
@@ -393,6 +405,11 @@ impl Hub {
         let mut cache = cell.lock().unwrap_or_else(|p| p.into_inner());
         if mode == RunMode::Sync {
             if let Some(held) = self.held(&pair.key)? {
+                // The calendar does not wait for the contact review (K7 readiness, K5
+                // cancellations): its step runs on its own.
+                if let Err(e) = self.calendar_after(pair) {
+                    tracing::warn!(user = %pair.key, error = %e, "calendar step failed; retried next run");
+                }
                 return Err(HubError::Held(pair.key.clone(), held.held.reason));
             }
         }
@@ -458,14 +475,7 @@ impl Hub {
         }
         // The calendar step follows the contact run (DESIGN.md "Calendar pipeline"); its
         // failure is recorded with the run and retried next run.
-        if !self.calendar.has_directory() {
-            // The calendar links firm users and waits for every user's first pass (K7,
-            // K12): it needs the matched users once.
-            if let Err(e) = self.match_users() {
-                tracing::warn!(error = %e, "matching users for the calendar failed");
-            }
-        }
-        let calendar = self.calendar.step(&Hub::cal_user(pair), true);
+        let calendar = self.calendar_after(pair);
         let (appointments, calendar_errors) = match &calendar {
             Ok(c) => {
                 let a = c.appointments;

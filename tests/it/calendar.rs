@@ -333,6 +333,20 @@ async fn k8_every_observed_version_is_logged_and_the_history_is_readable() {
     edit(&firm, 1, &id, |e| e.subject = Some("v2".into()));
     firm.sync(1).await;
     // An attendee's answer alone is not a new version; a re-save with no change neither.
+    edit(&firm, 1, &id, |e| {
+        e.attendees = Some(vec![Attendee {
+            kind: "required".into(),
+            status: ResponseStatus { response: "accepted".into() },
+            email_address: address("Jane", "jane@acme.example"),
+        }])
+    });
+    firm.sync(1).await;
+    edit(&firm, 1, &id, |e| {
+        if let Some(a) = e.attendees.as_mut() {
+            a[0].status.response = "declined".into();
+        }
+    });
+    firm.sync(1).await;
     edit(&firm, 1, &id, |_| {});
     firm.sync(1).await;
     edit(&firm, 1, &id, |e| e.categories = Some(vec![]));
@@ -341,11 +355,15 @@ async fn k8_every_observed_version_is_logged_and_the_history_is_readable() {
     assert_eq!(view.len(), 1);
     let history = firm.hub.calendar().history(&view[0].id).unwrap();
     let changes: Vec<(&str, &str)> = history.iter().map(|h| (h.change.as_str(), h.version.subject.as_str())).collect();
-    assert_eq!(changes, [("sent", "v1"), ("updated", "v2"), ("unflagged", "v2")]);
+    assert_eq!(
+        changes,
+        [("sent", "v1"), ("updated", "v2"), ("updated", "v2"), ("unflagged", "v2")],
+        "the attendee added is a version, the answers are not"
+    );
     assert!(history.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
     assert!(history.iter().all(|h| h.user == "u1" && h.item == id && h.hash.len() == 64));
     let log = firm.hub.store().log(1, usize::MAX).unwrap();
-    assert_eq!(log.len(), 3, "the log holds exactly those versions");
+    assert_eq!(log.len(), 4, "the log holds exactly those versions");
     assert!(matches!(firm.hub.calendar().history("ap-none"), Err(CalendarError::NotFound(_))));
 }
 
@@ -532,15 +550,75 @@ async fn n1_an_appointment_that_did_not_reach_the_crm_is_written_by_a_later_run_
     assert!(!failed.errors.is_empty(), "the failure is reported");
     assert!(appointments(&firm).is_empty());
     firm.crm.clear_faults();
-    // A lost answer: the CRM made it, the hub did not hear.
-    firm.crm.inject([Fault::LostAnswer]);
+    // A lost answer: the CRM made it, the hub did not hear. User 2's step asks the CRM for
+    // drifted appointments twice, then writes what is pending.
+    let pass = || Fault::Delay(std::time::Duration::ZERO);
+    firm.crm.inject([pass(), pass(), Fault::LostAnswer]);
     let hub = firm.hub.clone();
-    let _ = tokio::task::spawn_blocking(move || hub.calendar_step(&Firm::pair(2))).await.unwrap();
+    let lost = tokio::task::spawn_blocking(move || hub.calendar_step(&Firm::pair(2))).await.unwrap().unwrap();
     firm.crm.clear_faults();
+    // The client asks again; the CRM answers with the appointment it made (idempotent on
+    // external_ref), and the step records it.
+    assert_eq!(lost.appointments.created, 1, "{lost:?}");
+    assert_eq!(appointments(&firm).len(), 1, "made once");
     // Any user's next step projects what is pending.
     firm.sync(2).await;
     firm.sync(1).await;
     let a = only(&firm);
     assert_eq!((a.subject.as_str(), a.flagged_by.clone()), ("Retried", vec!["u1".to_string()]));
     assert_eq!(firm.hub.store().log(1, usize::MAX).unwrap().len(), 1, "logged once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n2_an_event_that_does_not_read_never_cancels_its_appointment() {
+    let firm = ready_firm(1).await;
+    let id = put(&firm, 1, meeting("Keeps", at(2026, 12, 1, 15, 0), "u1@firm.example", &[]));
+    firm.sync(1).await;
+    edit(&firm, 1, &id, |e| e.sensitivity = Some("topSecret".into()));
+    firm.sync(1).await;
+    // The next day's full round lists it again, still unreadable.
+    firm.set_time(t0() + Duration::days(1) + Duration::hours(1));
+    firm.sync(1).await;
+    let a = only(&firm);
+    assert_eq!((a.status, a.flagged_by.as_slice()), (AppointmentStatus::Scheduled, &["u1".to_string()][..]));
+    let errors = firm.hub.history("u1").unwrap().last().unwrap().errors.clone();
+    assert!(errors.iter().any(|e| e.contains("topSecret")), "reported: {errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k5_a_meeting_moved_out_of_the_window_is_not_cancelled_but_a_copy_turned_into_a_series_is() {
+    let firm = ready_firm(1).await;
+    let far = put(&firm, 1, meeting("Far", at(2026, 12, 1, 15, 0), "u1@firm.example", &[]));
+    let series = put(&firm, 1, meeting("Series", at(2026, 12, 2, 15, 0), "u1@firm.example", &[]));
+    firm.sync(1).await;
+    edit(&firm, 1, &far, |e| {
+        e.start = Some(utc(at(2028, 3, 1, 15, 0)));
+        e.end = Some(utc(at(2028, 3, 1, 16, 0)));
+    });
+    edit(&firm, 1, &series, |e| e.kind = Some("seriesMaster".into()));
+    firm.sync(1).await;
+    let get = |s: &str| appointments(&firm).into_iter().find(|a| a.subject == s).expect(s);
+    assert_eq!(get("Far").status, AppointmentStatus::Scheduled, "out of the window is not a deletion");
+    assert_eq!(get("Series").status, AppointmentStatus::Cancelled, "a series is never sent (K2)");
+    assert_eq!(reasons(&firm, 1), vec![("Series".to_string(), SkipReason::Recurring)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c7_k12_an_organizer_whose_contact_sync_is_turned_off_is_no_longer_the_source() {
+    let mut firm = ready_firm(2).await;
+    let mut copy = meeting("Review", at(2026, 12, 7, 14, 0), "u1@firm.example", &["u2@firm.example"]);
+    copy.ical_uid = Some("ical-review".into());
+    put(&firm, 1, copy.clone());
+    let theirs = put(&firm, 2, copy);
+    firm.sync(1).await;
+    firm.sync(2).await;
+    firm.restart(ContactSettings { disabled_users: vec!["u1".into()], ..ContactSettings::default() });
+    let _ = firm.try_sync(1).await;
+    edit(&firm, 2, &theirs, |e| e.location = Some(Location { display_name: Some("Moved".into()) }));
+    firm.sync(2).await;
+    assert_eq!(only(&firm).location, "Moved", "the other flagger's copy is the source now");
+    // Contact sync on again: the organizer's copy is the source again.
+    firm.restart(ContactSettings::default());
+    firm.sync(1).await;
+    assert_eq!(only(&firm).location, "Room 4");
 }

@@ -106,11 +106,12 @@ pub struct CalendarItem {
     pub last_modified: Option<DateTime<Utc>>,
 }
 
-/// A calendar delta item: a version, or gone (deleted, or out of the window).
+/// A calendar delta item: a version, or gone: deleted, or (`deleted: false`, Graph's
+/// reason `changed`) still there but moved out of the window.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EventChange {
     Upsert(Box<CalendarItem>),
-    Removed { id: String },
+    Removed { id: String, deleted: bool },
 }
 
 /// A whole calendar round.
@@ -123,6 +124,8 @@ pub struct CalendarRound {
     /// Events that did not fit (no start, an unknown type, …): left out of `changes` and
     /// reported, so one bad item never stops the others (SPEC N2).
     pub rejected: Vec<ConnectorError>,
+    /// The ids of the rejected events: listed, so a full round does not take them for gone.
+    pub rejected_ids: Vec<String>,
 }
 
 fn invalid(message: String) -> ConnectorError {
@@ -220,9 +223,9 @@ impl GraphClient {
     ) -> Result<CalendarRound, ConnectorError> {
         if let Some(c) = cursor.filter(|c| now - c.started_at < window.renew_after && now >= c.started_at) {
             match self.calendar_delta(user, c.delta_link.clone()).await {
-                Ok((changes, rejected, delta_link)) => {
+                Ok((changes, rejected, rejected_ids, delta_link)) => {
                     let cursor = CalendarCursor { delta_link, ..c.clone() };
-                    return Ok(CalendarRound { changes, cursor, full: false, rejected });
+                    return Ok(CalendarRound { changes, cursor, full: false, rejected, rejected_ids });
                 }
                 Err(e) if e.kind == ErrorKind::ResyncRequired => {}
                 Err(e) => return Err(e),
@@ -237,21 +240,22 @@ impl GraphClient {
             seg(&stamp(start)),
             seg(&stamp(end))
         );
-        let (changes, rejected, delta_link) = self.calendar_delta(user, url).await?;
+        let (changes, rejected, rejected_ids, delta_link) = self.calendar_delta(user, url).await?;
         let cursor = CalendarCursor { delta_link, start, end, started_at: now };
-        Ok(CalendarRound { changes, cursor, full: true, rejected })
+        Ok(CalendarRound { changes, cursor, full: true, rejected, rejected_ids })
     }
 
     async fn calendar_delta(
         &self,
         user: &str,
         url: String,
-    ) -> Result<(Vec<EventChange>, Vec<ConnectorError>, String), ConnectorError> {
+    ) -> Result<(Vec<EventChange>, Vec<ConnectorError>, Vec<String>, String), ConnectorError> {
         let prefer = ["outlook.timezone=\"UTC\""];
         let (events, delta) = self.follow::<Event>(Some(user), "calendar delta", url, &prefer).await?;
         let delta = delta.ok_or_else(|| invalid("calendar delta: the last page has no @odata.deltaLink".into()))?;
         let mut changes: Vec<EventChange> = Vec::with_capacity(events.len());
         let mut rejected = Vec::new();
+        let mut rejected_ids = Vec::new();
         for event in &events {
             if event.id.is_empty() {
                 rejected.push(invalid("calendar delta: an event without an id".into()));
@@ -259,17 +263,23 @@ impl GraphClient {
             }
             changes.retain(|c| match c {
                 EventChange::Upsert(i) => i.id != event.id,
-                EventChange::Removed { id } => *id != event.id,
+                EventChange::Removed { id, .. } => *id != event.id,
             });
-            match event.removed {
-                Some(_) => changes.push(EventChange::Removed { id: event.id.clone() }),
+            match &event.removed {
+                Some(r) => {
+                    let deleted = !r.reason.eq_ignore_ascii_case("changed");
+                    changes.push(EventChange::Removed { id: event.id.clone(), deleted });
+                }
                 None => match CalendarItem::try_from(event) {
                     Ok(item) => changes.push(EventChange::Upsert(Box::new(item))),
-                    Err(e) => rejected.push(e),
+                    Err(e) => {
+                        rejected.push(e);
+                        rejected_ids.push(event.id.clone());
+                    }
                 },
             }
         }
-        Ok((changes, rejected, delta))
+        Ok((changes, rejected, rejected_ids, delta))
     }
 }
 

@@ -476,9 +476,11 @@ impl GraphState {
             .collect();
         let value = page(&members, token.offset, q.page_size)
             .iter()
-            .map(|id| match m.events.get(*id).filter(|e| in_window(e)) {
-                Some(e) => serde_json::to_value(&e.event).unwrap_or(Value::Null),
-                None => removed("event", id),
+            .map(|id| match m.events.get(*id) {
+                Some(e) if in_window(e) => serde_json::to_value(&e.event).unwrap_or(Value::Null),
+                // Still there, but out of the window: "changed" (moved out of scope).
+                Some(e) if !e.deleted => removed_as("event", id, "changed"),
+                _ => removed("event", id),
             })
             .collect();
         Ok(DeltaPage { value, next: next(token, members.len(), q.page_size) })
@@ -535,7 +537,11 @@ fn without_extended(c: &Contact) -> Value {
 }
 
 fn removed(kind: &str, id: &str) -> Value {
-    json!({"@odata.type": format!("#microsoft.graph.{kind}"), "id": id, "@removed": {"reason": "deleted"}})
+    removed_as(kind, id, "deleted")
+}
+
+fn removed_as(kind: &str, id: &str, reason: &str) -> Value {
+    json!({"@odata.type": format!("#microsoft.graph.{kind}"), "id": id, "@removed": {"reason": reason}})
 }
 
 /// The round a query belongs to: a page of a running round, the next round after a delta
