@@ -19,6 +19,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod api;
 pub mod calendar;
 pub mod connect;
 pub mod engine;

@@ -41,6 +41,15 @@ enum Command {
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         contacts: u32,
     },
+    /// Serve the HTTP API and run the scheduler until SIGTERM or Ctrl-C.
+    Serve {
+        /// The configuration file (TOML; see README).
+        #[arg(long)]
+        config: PathBuf,
+        /// Listen here instead of the configuration's `api.listen` (port 0: any free port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Run one sync of every matched, enabled user (or one user) and exit: non-zero when a
     /// user's run failed.
     Sync {
@@ -60,6 +69,72 @@ fn main() -> Result<()> {
     match Cli::parse().command.unwrap_or(Command::Demo { data: "synchub-data/demo".into(), contacts: 200 }) {
         Command::Demo { data, contacts } => demo(&data, contacts as usize),
         Command::Sync { config, user } => sync(&config, user.as_deref()),
+        Command::Serve { config, listen } => serve(&config, listen),
+    }
+}
+
+/// Requests larger than this are refused with 413 (API.md).
+const BODY_LIMIT: usize = 1024 * 1024;
+/// A request that takes longer is answered 503.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn serve(path: &std::path::Path, listen: Option<String>) -> Result<()> {
+    use synchub::hub::scheduler::Scheduler;
+    use synchub::hub::HubJobs;
+    let config = Config::load(path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let hub = Arc::new(Hub::from_config(&config, rt.handle().clone())?);
+    let api = synchub::api::Api::new(hub.clone(), &config.api.tokens, config.schedule.interval_secs)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if config.api.tokens.is_empty() {
+        tracing::warn!("api.tokens is empty: every /api/ request will be refused (401)");
+    }
+    let addr = listen.unwrap_or_else(|| config.api.listen.clone());
+    rt.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}"))?;
+        let local = listener.local_addr()?;
+        println!("synchub API on http://{local}/api/v1 (OpenAPI: http://{local}/api/v1/openapi.json)");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let scheduler = Scheduler::new(Arc::new(HubJobs::new(hub.clone())), config.schedule);
+        let cycles = tokio::spawn(async move { scheduler.run(stopped, None).await });
+        let app = synchub::api::router(Arc::new(api)).layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT)).layer(
+            tower_http::timeout::TimeoutLayer::with_status_code(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                REQUEST_TIMEOUT,
+            ),
+        );
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving the API")?;
+        // The cycle under way finishes its runs (each stops only at a commit) before exit.
+        let _ = stop.send(true);
+        let _ = cycles.await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// SIGTERM or Ctrl-C. The handlers are installed when this is called (before the address
+/// is printed), so a signal that comes early is not lost.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("shutting down: the API stops taking requests, the run in flight finishes");
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down: the API stops taking requests, the run in flight finishes");
+        })
     }
 }
 

@@ -24,10 +24,36 @@ pub struct Config {
     /// Calendar sync (SPEC K1–K12).
     #[serde(default)]
     pub calendar: crate::calendar::CalendarSettings,
+    /// The scheduler (SPEC A2–A4).
+    #[serde(default)]
+    pub schedule: super::scheduler::Schedule,
+    /// The HTTP API (`synchub serve`).
+    #[serde(default)]
+    pub api: ApiSection,
     /// Mailbox (address, UPN or Graph id) → CRM user id, where matching by address is not
     /// right (SPEC A1).
     #[serde(default)]
     pub users: BTreeMap<String, String>,
+}
+
+/// The HTTP API: where it listens and its tokens (SHA-256 digests, never the tokens).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub tokens: Vec<crate::api::TokenConfig>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection { listen: default_listen(), tokens: Vec::new() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
 }
 
 /// Where sled keeps the store.
@@ -175,6 +201,11 @@ impl Config {
             return Err(ConfigError::Missing("crm.token is not set (in the file or SYNCHUB_CRM_TOKEN)".into()));
         }
         config.calendar.validate().map_err(|message| ConfigError::Parse { path: PathBuf::new(), message })?;
+        if config.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            let message =
+                format!("api.listen `{}` is not an address and port (e.g. 127.0.0.1:8080)", config.api.listen);
+            return Err(ConfigError::Parse { path: PathBuf::new(), message });
+        }
         Ok(config)
     }
 }

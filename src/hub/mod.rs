@@ -4,6 +4,7 @@
 //! and every run leaves a record in the user's history (A2, A5).
 
 pub mod config;
+pub mod metrics;
 pub mod scheduler;
 
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +65,18 @@ pub struct RunRecord {
     pub errors: Vec<String>,
     /// Appointments created / updated / cancelled by the run's calendar step.
     pub appointments: [u32; 3],
+}
+
+/// A merged contact as the API shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContactView {
+    /// The hub id.
+    pub id: String,
+    /// Marked Private (SPEC P1).
+    pub private: bool,
+    /// The linked item per side (Exchange, CRM).
+    pub links: [Option<String>; 2],
+    pub fields: crate::model::ContactFields,
 }
 
 /// The journal kind of run records.
@@ -136,6 +149,7 @@ pub struct Hub {
     users: Mutex<HashMap<String, Arc<Mutex<UserCache>>>>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
     calendar: Calendar,
+    metrics: metrics::Metrics,
 }
 
 impl Hub {
@@ -168,7 +182,18 @@ impl Hub {
             users: Mutex::new(HashMap::new()),
             clock,
             calendar,
+            metrics: metrics::Metrics::new(),
         }
+    }
+
+    /// The hub's metrics (SPEC A5).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The CRM client (for the API's proxy look-ups).
+    pub fn crm(&self) -> &CrmClient {
+        &self.crm
     }
 
     /// Use `settings` for calendar sync; with `enabled`, turn it on in the store (it stays
@@ -521,6 +546,24 @@ impl Hub {
                 appointments,
             },
         };
+        let outcome = match &result {
+            Ok(r) if r.held.is_some() => "held",
+            Ok(r) if r.errors.is_empty() && record.errors.is_empty() => "ok",
+            _ => "failed",
+        };
+        let seconds = (finished - started).num_milliseconds().max(0) as f64 / 1000.0;
+        self.metrics.run(outcome, seconds, &record.counts, record.conflicts, record.appointments);
+        match &result {
+            Ok(r) => {
+                for (_, e) in &r.errors {
+                    self.metrics.error(error_kind(e));
+                }
+            }
+            Err(_) => self.metrics.error("run"),
+        }
+        if calendar.is_err() || calendar.as_ref().is_ok_and(|c| !c.errors.is_empty()) {
+            self.metrics.error("calendar");
+        }
         let mut write = UserWrite::new();
         write.journal(RUN, finished.timestamp_millis(), encode_record(&record)?);
         self.store.commit(&pair.key, write)?;
@@ -541,6 +584,47 @@ impl Hub {
         Ok(report)
     }
 
+    /// `user`'s merged contacts as the store holds them (the document and each side's
+    /// link), deleted ones left out, ordered by hub id. Read from the store, so a run in
+    /// flight is not waited for.
+    pub fn contacts(&self, user: &str) -> Result<Vec<ContactView>, HubError> {
+        let replica = UserReplica::load(&self.store, user).map_err(EngineError::from)?;
+        let mut doc = replica.doc.clone();
+        let mut out = Vec::new();
+        for hub in doc.contact_ids() {
+            let Some(obj) = doc.contact_obj(hub) else { continue };
+            let c = doc.read(&obj, None);
+            if c.deleted {
+                continue;
+            }
+            let link = |side| replica.entry(side, hub).and_then(|e| e.item.as_ref()).map(|i| i.as_str().to_string());
+            out.push(ContactView {
+                id: hub.to_string(),
+                private: c.fields.get(Field::Private).is_some_and(|v| *v == crate::model::FieldValue::Flag(true)),
+                links: [link(Side::Exchange), link(Side::Crm)],
+                fields: c.fields,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// The field-level history of `user`'s contact `id`, oldest first (SPEC X8); `None`
+    /// when there is no such contact.
+    pub fn contact_history(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<Option<Vec<crate::merge::history::FieldChange>>, HubError> {
+        let Ok(hub) = id.parse::<crate::model::HubContactId>() else { return Ok(None) };
+        let replica = UserReplica::load(&self.store, user).map_err(EngineError::from)?;
+        let mut doc = replica.doc.clone();
+        if doc.contact_obj(hub).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(crate::merge::history::field_history(&mut doc, hub)))
+    }
+
     /// `user`'s run history, oldest first.
     pub fn history(&self, user: &str) -> Result<Vec<RunRecord>, HubError> {
         Ok(read_journal(&self.store, user, RUN)?)
@@ -557,6 +641,20 @@ pub struct HubJobs {
 impl HubJobs {
     pub fn new(hub: Arc<Hub>) -> HubJobs {
         HubJobs { hub, pairs: Mutex::new(HashMap::new()) }
+    }
+}
+
+/// A metric label for a connector error's kind.
+fn error_kind(e: &ConnectorError) -> &'static str {
+    use synchub_connectors::ErrorKind as K;
+    match e.kind {
+        K::Throttled { .. } => "throttled",
+        K::ResyncRequired => "resync_required",
+        K::PreconditionFailed => "precondition_failed",
+        K::NotFound => "not_found",
+        K::Unavailable => "unavailable",
+        K::InvalidData => "invalid_data",
+        K::AccessDenied => "access_denied",
     }
 }
 

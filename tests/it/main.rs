@@ -1,5 +1,6 @@
 //! synchub's integration tests: one binary, one module per area (STYLE.md 11).
 
+mod api;
 mod calendar;
 mod calendar_prop;
 mod convergence;

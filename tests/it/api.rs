@@ -1,0 +1,386 @@
+//! The HTTP API v1 (issue 7; shared/API.md; SPEC P1–P3, K8, K9, K11, X8) of the real binary:
+//! `synchub serve` against both emulators in this process, on port 0, its scheduler syncing
+//! every second. One firm, one server, every route of this version exercised with each role.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use synchub_connectors::crm::wire::{Contact as CrmContact, Entry};
+
+use crate::calendar::{at, meeting, put, t0};
+use crate::firm::{person, Firm, CRM_TOKEN};
+
+const ADMIN: &str = "admin-token";
+const U1: &str = "u1-token";
+const U2: &str = "u2-token"; // a proxy of u1
+const U3: &str = "u3-token";
+const SERVICE: &str = "service-token";
+
+/// The binary serving, killed when dropped.
+struct Served {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn digest(token: &str) -> String {
+    synchub::api::token_digest(token)
+}
+
+fn config(firm: &Firm, store: &std::path::Path) -> String {
+    format!(
+        r#"
+[store]
+path = "{store}"
+
+[graph]
+authority = "{graph}"
+tenant = "firm"
+client_id = "synchub"
+client_secret = "secret"
+base = "{graph}/v1.0"
+
+[crm]
+base = "{crm}"
+token = "{CRM_TOKEN}"
+
+[calendar]
+enabled = true
+
+[schedule]
+interval_secs = 1
+retries = 0
+
+[[api.tokens]]
+sha256 = "{admin}"
+role = "admin"
+
+[[api.tokens]]
+sha256 = "{u1}"
+role = "user"
+user = "u1"
+
+[[api.tokens]]
+sha256 = "{u2}"
+role = "user"
+user = "u2"
+
+[[api.tokens]]
+sha256 = "{u3}"
+role = "user"
+user = "u3"
+
+[[api.tokens]]
+sha256 = "{service}"
+role = "service"
+"#,
+        store = store.display(),
+        graph = firm.graph_url,
+        crm = firm.crm_url,
+        admin = digest(ADMIN),
+        u1 = digest(U1),
+        u2 = digest(U2),
+        u3 = digest(U3),
+        service = digest(SERVICE),
+    )
+}
+
+/// Start `synchub serve` on port 0; its first line of output names the address.
+async fn serve(firm: &Firm) -> Served {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("synchub.toml");
+    std::fs::write(&file, config(firm, &dir.path().join("store"))).expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synchub"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start synchub serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .expect("task")
+    .expect("first line");
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .and_then(|w| w.strip_suffix("/api/v1"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Served { child, base, _dir: dir }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+}
+
+/// An error answer has the shape of API.md "Errors", with this status and code.
+fn error(answer: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(answer.0, status, "{answer:?}");
+    assert_eq!(answer.1["error"]["code"], code, "{answer:?}");
+    assert!(answer.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer:?}");
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} did not happen within 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p1_p3_every_route_answers_each_role_as_api_md_says() {
+    let firm = Firm::start(3, Default::default()).await;
+    firm.set_time(t0());
+    firm.crm.state().add_proxy("u1", "u2");
+    firm.crm_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.example"));
+    // Private is the user's own flag on their list entry (SPEC C11, P1).
+    let fields = person("Dana", "Secret", "Hidden", "dana@hidden.example");
+    let mut secret = synchub::connect::crm::apply_firm(CrmContact::default(), &fields, |_| true);
+    secret.entry = Some(Entry { private: true, ..Entry::default() });
+    firm.crm.state().create_in_list("u1", secret).expect("a private contact");
+    let now = chrono::Utc::now();
+    put(
+        &firm,
+        1,
+        meeting(
+            "Acme review",
+            now + chrono::Duration::days(3),
+            "u1@firm.example",
+            &["jane@acme.example", "pat@newco.example"],
+        ),
+    );
+    let mut recurring = meeting("Weekly", now + chrono::Duration::days(3), "u1@firm.example", &[]);
+    recurring.kind = Some("occurrence".into());
+    put(&firm, 1, recurring);
+    let _ = at;
+    let served = serve(&firm).await;
+    let c = Client { http: reqwest::Client::new(), base: served.base.clone() };
+
+    // No token needed.
+    let health = c.get("/healthz", None).await;
+    assert_eq!((health.0, health.1["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let doc = c.get("/api/v1/openapi.json", None).await;
+    assert_eq!(doc.0, StatusCode::OK);
+
+    // The scheduler syncs everyone; calendar sync readies and then sends.
+    eventually("the appointment", async || {
+        c.get("/api/v1/appointments", Some(ADMIN)).await.1["items"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let metrics = c.get("/metrics", None).await;
+    assert!(metrics.1.as_str().is_some_and(|m| m.contains("synchub_runs_total")), "{metrics:?}");
+
+    // Authentication.
+    error(&c.get("/api/v1/settings", None).await, StatusCode::UNAUTHORIZED, "unauthenticated");
+    error(&c.get("/api/v1/settings", Some("wrong")).await, StatusCode::UNAUTHORIZED, "unauthenticated");
+    error(&c.get("/api/v1/nothing-here", Some(ADMIN)).await, StatusCode::NOT_FOUND, "not_found");
+
+    // Settings: administrators only; calendar sync cannot be turned off (K1).
+    for t in [U1, SERVICE] {
+        error(&c.get("/api/v1/settings", Some(t)).await, StatusCode::FORBIDDEN, "forbidden");
+    }
+    let settings = c.get("/api/v1/settings", Some(ADMIN)).await;
+    assert_eq!((settings.0, settings.1["calendar_sync"].as_bool()), (StatusCode::OK, Some(true)));
+    assert_eq!(settings.1["calendar_category"], "CRM");
+    let patch = |body: Value| c.call(reqwest::Method::PATCH, "/api/v1/settings", Some(ADMIN), Some(body));
+    error(
+        &patch(serde_json::json!({"calendar_sync": false})).await,
+        StatusCode::CONFLICT,
+        "calendar_sync_irreversible",
+    );
+    error(&patch(serde_json::json!({"colour": "red"})).await, StatusCode::BAD_REQUEST, "invalid_request");
+    error(
+        &patch(serde_json::json!({"sync_notes": false})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let ok = patch(serde_json::json!({"calendar_sync": true})).await;
+    assert_eq!(ok.0, StatusCode::OK, "{ok:?}");
+    let big = serde_json::json!({"calendar_category": "x".repeat(2 * 1024 * 1024)});
+    error(&patch(big).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
+    // Users, runs and held runs.
+    let users = c.get("/api/v1/users", Some(ADMIN)).await;
+    assert_eq!(users.1["items"].as_array().map(Vec::len), Some(3), "{users:?}");
+    error(&c.get("/api/v1/users", Some(U1)).await, StatusCode::FORBIDDEN, "forbidden");
+    let runs = c.get("/api/v1/runs?user=u1", Some(U1)).await;
+    assert!(runs.1["items"][0]["counts"]["exchange"]["created"].is_u64(), "{runs:?}");
+    error(&c.get("/api/v1/runs?user=u2", Some(U1)).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(c.get("/api/v1/runs", Some(ADMIN)).await.0, StatusCode::OK);
+    let held = c.get("/api/v1/held", Some(ADMIN)).await;
+    assert_eq!(held.1["items"], serde_json::json!([]), "{held:?}");
+    error(&c.get("/api/v1/held", Some(SERVICE)).await, StatusCode::FORBIDDEN, "forbidden");
+
+    // Contacts: the owner sees all; a proxy and a service not the Private one (P1, P2);
+    // another user and an administrator nothing (P3).
+    eventually("the contacts synced", async || {
+        c.get("/api/v1/users/u1/contacts", Some(U1)).await.1["items"].as_array().is_some_and(|a| a.len() >= 2)
+    })
+    .await;
+    let names = |v: &Value| {
+        let mut n: Vec<String> = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["fields"]["surname"].as_str())
+            .map(str::to_string)
+            .collect();
+        n.sort();
+        n
+    };
+    let own = c.get("/api/v1/users/u1/contacts", Some(U1)).await;
+    assert!(names(&own.1).contains(&"Secret".to_string()), "{own:?}");
+    let private = own.1["items"].as_array().unwrap().iter().find(|c| c["private"] == true).expect("private").clone();
+    assert!(private["links"]["crm"].is_string() && private["links"]["exchange"].is_string(), "{private}");
+    for t in [U2, SERVICE] {
+        let seen = c.get("/api/v1/users/u1/contacts", Some(t)).await;
+        assert_eq!(seen.0, StatusCode::OK);
+        assert!(!names(&seen.1).contains(&"Secret".to_string()), "Private hidden from {t}: {seen:?}");
+        assert!(names(&seen.1).contains(&"Tarnoff".to_string()));
+        let path = format!("/api/v1/users/u1/contacts/{}", private["id"].as_str().unwrap());
+        error(&c.get(&path, Some(t)).await, StatusCode::NOT_FOUND, "not_found");
+    }
+    error(&c.get("/api/v1/users/u1/contacts", Some(U3)).await, StatusCode::FORBIDDEN, "forbidden");
+    error(&c.get("/api/v1/users/u1/contacts", Some(ADMIN)).await, StatusCode::FORBIDDEN, "forbidden");
+    let one = c.get(&format!("/api/v1/users/u1/contacts/{}", private["id"].as_str().unwrap()), Some(U1)).await;
+    assert_eq!((one.0, &one.1["fields"]["given_name"]), (StatusCode::OK, &Value::from("Dana")));
+    let history =
+        c.get(&format!("/api/v1/users/u1/contacts/{}/history", private["id"].as_str().unwrap()), Some(U1)).await;
+    let changes = history.1["items"].as_array().expect("history");
+    assert!(
+        changes.iter().any(|h| h["field"] == "surname" && h["value"] == "Secret" && h["side"] == "crm"),
+        "{history:?}"
+    );
+
+    // Paging.
+    let first = c.get("/api/v1/users/u1/contacts?limit=1", Some(U1)).await;
+    assert_eq!(first.1["items"].as_array().map(Vec::len), Some(1));
+    let next = first.1["next"].as_str().expect("a next page").to_string();
+    let second = c.get(&format!("/api/v1/users/u1/contacts?limit=1&after={next}"), Some(U1)).await;
+    assert_ne!(second.1["items"][0]["id"], first.1["items"][0]["id"]);
+    error(&c.get("/api/v1/users/u1/contacts?limit=0", Some(U1)).await, StatusCode::BAD_REQUEST, "invalid_request");
+    error(&c.get("/api/v1/users/u1/contacts?limit=5001", Some(U1)).await, StatusCode::BAD_REQUEST, "invalid_request");
+    error(&c.get("/api/v1/users/u1/contacts?after=junk", Some(U1)).await, StatusCode::BAD_REQUEST, "invalid_request");
+    error(&c.get("/api/v1/users/u1/contacts?limit=many", Some(U1)).await, StatusCode::BAD_REQUEST, "invalid_request");
+
+    // Calendar: appointments for administrators, users and services (K9), their history
+    // (K8); skipped items for the user and administrators (K11); unmatched attendees for
+    // the user (K4).
+    let jane = own.1["items"].as_array().unwrap().iter().find(|c| c["fields"]["surname"] == "Tarnoff").unwrap().clone();
+    let jane_crm = jane["links"]["crm"].as_str().unwrap();
+    for t in [ADMIN, U3, SERVICE] {
+        let found = c.get(&format!("/api/v1/appointments?contact={jane_crm}"), Some(t)).await;
+        assert_eq!(found.1["items"][0]["subject"], "Acme review", "{t}: {found:?}");
+    }
+    let appt = c.get("/api/v1/appointments?company=acme", Some(U1)).await.1["items"][0].clone();
+    assert_eq!(appt["status"], "scheduled");
+    let id = appt["id"].as_str().unwrap();
+    assert_eq!(c.get(&format!("/api/v1/appointments/{id}"), Some(SERVICE)).await.1["subject"], "Acme review");
+    let log = c.get(&format!("/api/v1/appointments/{id}/history"), Some(U1)).await;
+    assert_eq!(log.1["items"][0]["change"], "sent", "{log:?}");
+    error(&c.get("/api/v1/appointments/apnothing", Some(U1)).await, StatusCode::NOT_FOUND, "not_found");
+    error(&c.get("/api/v1/appointments?from=yesterday", Some(U1)).await, StatusCode::BAD_REQUEST, "invalid_request");
+    let skipped = c.get("/api/v1/users/u1/calendar/skipped", Some(U1)).await;
+    assert_eq!(skipped.1["items"][0]["reason"], "recurring", "{skipped:?}");
+    assert_eq!(c.get("/api/v1/users/u1/calendar/skipped", Some(ADMIN)).await.0, StatusCode::OK);
+    error(&c.get("/api/v1/users/u1/calendar/skipped", Some(U2)).await, StatusCode::FORBIDDEN, "forbidden");
+    let unmatched = c.get("/api/v1/users/u1/unmatched-attendees", Some(U1)).await;
+    assert_eq!(unmatched.1["items"][0]["email"], "pat@newco.example", "{unmatched:?}");
+    error(&c.get("/api/v1/users/u1/unmatched-attendees", Some(ADMIN)).await, StatusCode::FORBIDDEN, "forbidden");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_lists_every_route_of_this_version() {
+    let firm = Firm::start(1, Default::default()).await;
+    let served = serve(&firm).await;
+    let c = Client { http: reqwest::Client::new(), base: served.base.clone() };
+    let (status, doc) = c.get("/api/v1/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let routes = [
+        ("get", "/healthz"),
+        ("get", "/metrics"),
+        ("get", "/api/v1/openapi.json"),
+        ("get", "/api/v1/settings"),
+        ("patch", "/api/v1/settings"),
+        ("get", "/api/v1/users"),
+        ("get", "/api/v1/runs"),
+        ("get", "/api/v1/held"),
+        ("get", "/api/v1/users/{user}/contacts"),
+        ("get", "/api/v1/users/{user}/contacts/{contact}"),
+        ("get", "/api/v1/users/{user}/contacts/{contact}/history"),
+        ("get", "/api/v1/users/{user}/calendar/skipped"),
+        ("get", "/api/v1/users/{user}/unmatched-attendees"),
+        ("get", "/api/v1/appointments"),
+        ("get", "/api/v1/appointments/{appt}"),
+        ("get", "/api/v1/appointments/{appt}/history"),
+    ];
+    for (method, path) in routes {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in the document");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_cleanly_on_sigterm() {
+    let firm = Firm::start(1, Default::default()).await;
+    let mut served = serve(&firm).await;
+    let c = Client { http: reqwest::Client::new(), base: served.base.clone() };
+    assert_eq!(c.get("/healthz", None).await.0, StatusCode::OK);
+    let pid = served.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = served.child.try_wait().expect("status") {
+            assert!(status.success(), "exits 0 after SIGTERM: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running 30 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
