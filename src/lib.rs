@@ -26,3 +26,4 @@ pub mod engine;
 pub mod hub;
 pub mod merge;
 pub mod model;
+pub mod sandbox;

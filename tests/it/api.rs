@@ -384,3 +384,62 @@ async fn serve_stops_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The sandbox (the README's first command): seeded, synced, serving, with tokens printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_serves_a_seeded_synced_firm_and_prints_how_to_reach_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synchub"))
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--users", "25", "--contacts", "30", "--data"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start synchub sandbox");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("a line");
+            let done = line.starts_with("ready in");
+            out.push(line);
+            if done {
+                break;
+            }
+        }
+        out
+    })
+    .await
+    .expect("task");
+    let served = Served { child, base: String::new(), _dir: dir };
+    assert!(lines[0].starts_with("synchub sandbox API on http://127.0.0.1:"), "the API's URL first: {lines:?}");
+    assert!(lines[1].starts_with("Graph emulator on http://") && lines[2].starts_with("CRM emulator on http://"));
+    assert!(lines.last().is_some_and(|l| l.starts_with("ready in")), "{lines:?}");
+    let token = |name: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.trim_start().strip_prefix(name).filter(|_| l.starts_with("  ")))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {name} token in {lines:?}"))
+            .to_string()
+    };
+    let base =
+        lines[0].split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches("/api/v1").to_string();
+    let c = Client { http: reqwest::Client::new(), base };
+    let (admin, u1, u2, service) = (token("admin "), token("u1 "), token("u2 "), token("service "));
+    let users = c.get("/api/v1/users", Some(&admin)).await;
+    assert_eq!(users.1["items"].as_array().map(Vec::len), Some(25), "{users:?}");
+    let own = c.get("/api/v1/users/u1/contacts?limit=5000", Some(&u1)).await.1["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let proxy = c.get("/api/v1/users/u1/contacts?limit=5000", Some(&u2)).await.1["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(own.iter().any(|c| c["private"] == true), "the sample has Private contacts");
+    assert_eq!(proxy.len(), own.iter().filter(|c| c["private"] == false).count(), "the proxy sees the others");
+    let appointments = c.get("/api/v1/appointments", Some(&service)).await;
+    assert!(appointments.1["items"].as_array().is_some_and(|a| !a.is_empty()), "meetings sent: {appointments:?}");
+    drop(served);
+}
