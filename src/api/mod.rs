@@ -14,7 +14,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -311,8 +311,13 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/settings", get(get_settings).patch(patch_settings))
         .route("/api/v1/users", get(users))
-        .route("/api/v1/runs", get(runs))
+        .route("/api/v1/runs", get(runs).post(start_runs))
+        .route("/api/v1/runs/plan", post(plan))
+        .route("/api/v1/runs/{run}", get(run))
         .route("/api/v1/held", get(held))
+        .route("/api/v1/held/{run}/release", post(release))
+        .route("/api/v1/held/{run}/discard", post(discard))
+        .route("/api/v1/users/{user}", axum::routing::patch(patch_user))
         .route("/api/v1/users/{user}/contacts", get(contacts))
         .route("/api/v1/users/{user}/contacts/{contact}", get(contact))
         .route("/api/v1/users/{user}/contacts/{contact}/history", get(contact_history))
@@ -336,8 +341,14 @@ pub fn router(api: Arc<Api>) -> Router {
         get_settings,
         patch_settings,
         users,
+        patch_user,
         runs,
+        start_runs,
+        run,
+        plan,
         held,
+        release,
+        discard,
         contacts,
         contact,
         contact_history,
@@ -367,7 +378,12 @@ pub fn router(api: Arc<Api>) -> Router {
         AppointmentShape,
         AttendeeShape,
         HistoryView,
-        OpView
+        OpView,
+        RunRequest,
+        RunsStarted,
+        PlanView,
+        UserPatch,
+        Discarded
     ))
 )]
 pub struct ApiDoc;
@@ -429,12 +445,7 @@ async fn patch_settings(
     body: Result<Json<SettingsPatch>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Settings>> {
     api.admin(&headers)?;
-    let Json(patch) = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is over the 1 MiB limit")
-        }
-        _ => ApiError::invalid(e.body_text()),
-    })?;
+    let patch = json_body(body)?;
     let fixed = [
         ("sync_notes", patch.sync_notes.is_some()),
         ("initial_match", patch.initial_match.is_some()),
@@ -729,6 +740,217 @@ async fn appointment_history(
     let paging = query(paging)?;
     let list = api.blocking(move |hub| Ok(hub.calendar().history(&id)?)).await?;
     Ok(Json(paging.page(list.iter().map(HistoryView::of).collect())?))
+}
+
+fn json_body<T>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
+    body.map(|Json(b)| b).map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is over the 1 MiB limit")
+        }
+        _ => ApiError::invalid(e.body_text()),
+    })
+}
+
+/// How long a request that changes a user's state waits for their run (API.md "Concurrency").
+const RUN_WAIT: Duration = Duration::from_secs(30);
+
+/// Wait until `user` has no run in flight (at most 30 s, then 409 `run_in_progress`).
+async fn wait_idle(hub: &Hub, user: &str) -> ApiResult<()> {
+    let deadline = Instant::now() + RUN_WAIT;
+    while hub.running(user).is_some() {
+        if Instant::now() >= deadline {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "run_in_progress",
+                format!("{user}'s run is still in flight"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+async fn pair_of(api: &Api, user: &str) -> ApiResult<crate::hub::UserPair> {
+    let u = user.to_string();
+    api.blocking(move |hub| hub.pair_for(&u)?.ok_or_else(|| ApiError::not_found(format!("no matched user {u}")))).await
+}
+
+/// A run id: `<user>.<start in ms>`.
+fn parse_run(id: &str) -> ApiResult<(String, i64)> {
+    id.rsplit_once('.')
+        .and_then(|(u, ms)| ms.parse().ok().map(|ms| (u.to_string(), ms)))
+        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/runs", request_body = RunRequest,
+    responses((status = 202, body = RunsStarted), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody))
+)]
+async fn start_runs(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Json<RunRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<RunsStarted>)> {
+    let req = json_body(body)?;
+    let principal = api.principal(&headers)?;
+    let users: Vec<String> = match (&principal, req.user) {
+        (Principal::Admin, Some(u)) => vec![u],
+        (Principal::Admin, None) => {
+            api.blocking(|hub| {
+                let m = hub.match_users()?;
+                Ok(m.pairs.iter().filter(|p| hub.enabled(p)).map(|p| p.crm_user.clone()).collect())
+            })
+            .await?
+        }
+        (Principal::User(me), Some(u)) if *me == u => vec![u],
+        (Principal::User(me), None) => vec![me.clone()],
+        _ => return Err(ApiError::forbidden("administrators, or a user for their own run")),
+    };
+    let mut started = Vec::new();
+    for user in users {
+        let pair = pair_of(&api, &user).await?;
+        if !api.hub.enabled(&pair) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                format!("contact sync is off for {user} (SPEC C6)"),
+            ));
+        }
+        // One run per user: a run in flight is the answer (API.md "Concurrency").
+        let at = match api.hub.claim(&pair.key) {
+            Ok(at) => {
+                let hub = api.hub.clone();
+                let p = pair.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = hub.sync_claimed(&p, at) {
+                        tracing::warn!(user = %p.key, error = %e, "a run started over the API failed");
+                    }
+                });
+                at
+            }
+            Err(at) => at,
+        };
+        started.push(RunView::running(&pair.key, at));
+    }
+    Ok((StatusCode::ACCEPTED, Json(RunsStarted { runs: started })))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/runs/{run}", params(("run" = String, Path)),
+    responses((status = 200, body = RunView), (status = 404, body = ErrorBody))
+)]
+async fn run(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
+    let (user, ms) = parse_run(&id)?;
+    api.owner_or_admin(&headers, &user)?;
+    if api.hub.running(&user).is_some_and(|at| at.timestamp_millis() == ms) {
+        return Ok(Json(RunView::running(&user, api.hub.running(&user).unwrap_or_default())));
+    }
+    let u = user.clone();
+    let found =
+        api.blocking(move |hub| Ok(hub.history(&u)?.into_iter().find(|r| r.started.timestamp_millis() == ms))).await?;
+    found.map(|r| Json(RunView::of(&r))).ok_or_else(|| ApiError::not_found(format!("no run {id}")))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/runs/plan", request_body = RunRequest,
+    responses((status = 200, body = PlanView), (status = 403, body = ErrorBody))
+)]
+async fn plan(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Json<RunRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<PlanView>> {
+    let req = json_body(body)?;
+    let principal = api.principal(&headers)?;
+    let user = match (&principal, req.user) {
+        (Principal::Admin, Some(u)) => u,
+        (Principal::User(me), Some(u)) if *me == u => u,
+        (Principal::User(me), None) => me.clone(),
+        (Principal::Admin, None) => return Err(ApiError::invalid("`user` is required")),
+        _ => return Err(ApiError::forbidden("administrators, or a user for their own plan")),
+    };
+    let pair = pair_of(&api, &user).await?;
+    // Administrators see Private contacts' values as `***` (API.md "Privacy").
+    let redact = principal == Principal::Admin;
+    let report = api.blocking(move |hub| Ok(hub.dry_run(&pair)?)).await?;
+    Ok(Json(PlanView::of(&report.plan, redact)))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/held/{run}/release", params(("run" = String, Path)),
+    responses((status = 200, body = RunView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+async fn release(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
+    api.admin(&headers)?;
+    let (user, pair) = held_run(&api, &id).await?;
+    wait_idle(&api.hub, &user).await?;
+    let record = api
+        .blocking(move |hub| {
+            hub.release(&pair)?;
+            hub.history(&pair.key)?.pop().ok_or_else(|| ApiError::internal("the released run left no record"))
+        })
+        .await?;
+    Ok(Json(RunView::of(&record)))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/held/{run}/discard", params(("run" = String, Path)),
+    responses((status = 200, body = Discarded), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+async fn discard(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Discarded>> {
+    api.admin(&headers)?;
+    let (user, _) = held_run(&api, &id).await?;
+    wait_idle(&api.hub, &user).await?;
+    api.blocking(move |hub| Ok(hub.discard(&user)?)).await?;
+    Ok(Json(Discarded { id, status: "discarded".into() }))
+}
+
+/// The held run `id`: its user and pair; 404 when that run is not the user's held one.
+async fn held_run(api: &Api, id: &str) -> ApiResult<(String, crate::hub::UserPair)> {
+    let (user, ms) = parse_run(id)?;
+    let u = user.clone();
+    let held = api.blocking(move |hub| Ok(hub.held(&u)?)).await?;
+    if held.is_none_or(|h| h.at.timestamp_millis() != ms) {
+        return Err(ApiError::not_found(format!("no held run {id}")));
+    }
+    let pair = pair_of(api, &user).await?;
+    Ok((user, pair))
+}
+
+#[utoipa::path(
+    patch, path = "/api/v1/users/{user}", params(("user" = String, Path)), request_body = UserPatch,
+    responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+async fn patch_user(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    body: Result<Json<UserPatch>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<UserView>> {
+    api.admin(&headers)?;
+    let patch = json_body(body)?;
+    let pair = pair_of(&api, &user).await?;
+    if let Some(on) = patch.contact_sync {
+        wait_idle(&api.hub, &pair.key).await?;
+        let key = pair.key.clone();
+        api.blocking(move |hub| Ok(hub.set_contact_sync(&key, on)?)).await?;
+    }
+    api.blocking(move |hub| {
+        let last = hub.history(&pair.key)?.pop().map(|r| RunView::of(&r));
+        Ok(Json(UserView {
+            id: pair.crm_user.clone(),
+            email: pair.address.clone(),
+            display_name: pair.address.clone(),
+            contact_sync: hub.enabled(&pair),
+            mailbox_matched: true,
+            last_run: last,
+        }))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -123,6 +123,25 @@ fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 impl RunView {
+    /// A run in flight.
+    pub fn running(user: &str, started: chrono::DateTime<chrono::Utc>) -> RunView {
+        let zero = || SideCounts { created: 0, updated: 0, deleted: 0 };
+        RunView {
+            id: format!("{user}.{}", started.timestamp_millis()),
+            user: user.to_string(),
+            started_at: stamp(started),
+            finished_at: None,
+            status: "running".into(),
+            error: None,
+            counts: RunCounts {
+                exchange: zero(),
+                crm: zero(),
+                conflicts: 0,
+                appointments: AppointmentCountsView { created: 0, updated: 0, cancelled: 0 },
+            },
+        }
+    }
+
     pub fn of(r: &RunRecord) -> RunView {
         let side = |c: [u32; 3]| SideCounts { created: c[0], updated: c[1], deleted: c[2] };
         RunView {
@@ -173,6 +192,60 @@ pub struct OpView {
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
+/// `{"user"}`, or `{}` for every enabled user.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub user: Option<String>,
+}
+
+/// The runs started (or already in flight).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunsStarted {
+    pub runs: Vec<RunView>,
+}
+
+/// `{"contact_sync": bool}` (SPEC C6).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    pub contact_sync: Option<bool>,
+}
+
+/// A held run dropped.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Discarded {
+    pub id: String,
+    pub status: String,
+}
+
+fn ops(plan: &[crate::engine::Planned], side: Side, redact: bool) -> Vec<OpView> {
+    plan.iter()
+        .filter(|p| p.side == side)
+        .map(|p| OpView {
+            op: p.op.clone(),
+            contact: p.contact.to_string(),
+            fields: fields_json(
+                &p.fields,
+                redact && p.fields.get(crate::model::Field::Private) == Some(&FieldValue::Flag(true)),
+            ),
+        })
+        .collect()
+}
+
+/// A dry run's plan (SPEC X6): every write per side.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PlanView {
+    pub exchange: Vec<OpView>,
+    pub crm: Vec<OpView>,
+}
+
+impl PlanView {
+    pub fn of(plan: &[crate::engine::Planned], redact: bool) -> PlanView {
+        PlanView { exchange: ops(plan, Side::Exchange, redact), crm: ops(plan, Side::Crm, redact) }
+    }
+}
+
 /// A held run (SPEC X5) and its plan.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct HeldView {
@@ -186,27 +259,13 @@ pub struct HeldView {
 
 impl HeldView {
     pub fn of(user: &str, h: &HeldRun) -> HeldView {
-        let ops = |side: Side| {
-            h.plan
-                .iter()
-                .filter(|p| p.side == side)
-                .map(|p| OpView {
-                    op: p.op.clone(),
-                    contact: p.contact.to_string(),
-                    fields: fields_json(
-                        &p.fields,
-                        p.fields.get(crate::model::Field::Private) == Some(&FieldValue::Flag(true)),
-                    ),
-                })
-                .collect()
-        };
         HeldView {
             id: format!("{user}.{}", h.at.timestamp_millis()),
             user: user.to_string(),
             at: stamp(h.at),
             reason: h.held.reason.clone(),
-            exchange: ops(Side::Exchange),
-            crm: ops(Side::Crm),
+            exchange: ops(&h.plan, Side::Exchange, true),
+            crm: ops(&h.plan, Side::Crm, true),
         }
     }
 }

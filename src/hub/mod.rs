@@ -130,6 +130,13 @@ struct UserCache {
 /// Runs writing more than this many items do not keep their replica in memory.
 const BIG_RUN: u32 = 200;
 
+/// The user setting switching contact sync on or off over the API (SPEC C6).
+const CONTACT_SYNC: &str = "contact_sync";
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The user setting holding a held run.
 const HELD: &str = "held_run";
 /// The user setting naming the sides the next run restores.
@@ -150,6 +157,10 @@ pub struct Hub {
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
     calendar: Calendar,
     metrics: metrics::Metrics,
+    /// The last matching of users.
+    matched: Mutex<Option<UserMatch>>,
+    /// Users whose run is in flight, and since when.
+    in_flight: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 impl Hub {
@@ -183,6 +194,8 @@ impl Hub {
             clock,
             calendar,
             metrics: metrics::Metrics::new(),
+            matched: Mutex::new(None),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -346,14 +359,67 @@ impl Hub {
         }
         let active = out.pairs.iter().filter(|p| self.enabled(p)).map(|p| p.crm_user.clone()).collect();
         self.calendar.set_directory(&crm_users, active);
+        *lock(&self.matched) = Some(out.clone());
         Ok(out)
     }
 
     /// Whether contact sync is on for `pair` (SPEC C6).
     pub fn enabled(&self, pair: &UserPair) -> bool {
+        // A switch made over the API (stored) wins over the configuration.
+        match self.store.setting(Some(&pair.key), CONTACT_SYNC) {
+            Ok(Some(v)) if v == b"on" => return true,
+            Ok(Some(v)) if v == b"off" => return false,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(user = %pair.key, error = %e, "reading the contact sync switch failed; the configuration decides")
+            }
+        }
         !self.settings.disabled_users.iter().any(|d| {
             d.eq_ignore_ascii_case(&pair.crm_user) || d.eq_ignore_ascii_case(&pair.address) || *d == pair.mailbox
         })
+    }
+
+    /// Switch `user`'s contact sync on or off (SPEC C6); stored, so it outlives restarts and
+    /// wins over the configuration. Waits for the user's run in flight.
+    pub fn set_contact_sync(&self, user: &str, on: bool) -> Result<(), HubError> {
+        let cell = self.user_cell(user);
+        let _running = cell.lock().unwrap_or_else(|p| p.into_inner());
+        self.store.set_setting(Some(user), CONTACT_SYNC, if on { b"on" } else { b"off" })?;
+        tracing::info!(user, on, "contact sync switched (SPEC C6)");
+        Ok(())
+    }
+
+    /// The matched pair of CRM user `user` (from the last matching, else matching now).
+    pub fn pair_for(&self, user: &str) -> Result<Option<UserPair>, HubError> {
+        let known = lock(&self.matched).as_ref().and_then(|m| m.pairs.iter().find(|p| p.crm_user == user).cloned());
+        if known.is_some() {
+            return Ok(known);
+        }
+        Ok(self.match_users()?.pairs.into_iter().find(|p| p.crm_user == user))
+    }
+
+    /// When `user`'s run in flight started, if one is.
+    pub fn running(&self, user: &str) -> Option<DateTime<Utc>> {
+        lock(&self.in_flight).get(user).copied()
+    }
+
+    /// Claim `user` for a run starting now, unless one is in flight: `Ok(started)` for the
+    /// caller to pass to [`Hub::sync_claimed`], `Err(started)` of the run in flight.
+    pub fn claim(&self, user: &str) -> Result<DateTime<Utc>, DateTime<Utc>> {
+        let mut in_flight = lock(&self.in_flight);
+        if let Some(at) = in_flight.get(user) {
+            return Err(*at);
+        }
+        let now = (self.clock)();
+        in_flight.insert(user.to_string(), now);
+        Ok(now)
+    }
+
+    /// Run `pair` as claimed at `started` (see [`Hub::claim`]).
+    pub fn sync_claimed(&self, pair: &UserPair, started: DateTime<Utc>) -> Result<RunReport, HubError> {
+        let result = self.run_at(pair, RunMode::Sync, Some(started));
+        lock(&self.in_flight).remove(&pair.key);
+        result
     }
 
     /// The fields both sides carry (SPEC C8: notes only when `sync_notes`).
@@ -418,6 +484,20 @@ impl Hub {
     }
 
     fn run(&self, pair: &UserPair, mode: RunMode) -> Result<RunReport, HubError> {
+        if mode == RunMode::DryRun {
+            return self.run_at(pair, mode, None);
+        }
+        // With a run in flight (the API's, or the scheduler's), this one waits for it on the
+        // user's lock and is not the one the API reports.
+        let claimed = self.claim(&pair.key).ok();
+        let result = self.run_at(pair, mode, claimed);
+        if claimed.is_some() {
+            lock(&self.in_flight).remove(&pair.key);
+        }
+        result
+    }
+
+    fn run_at(&self, pair: &UserPair, mode: RunMode, claimed: Option<DateTime<Utc>>) -> Result<RunReport, HubError> {
         if !self.enabled(pair) {
             if mode == RunMode::Sync {
                 if let Err(e) = self.calendar_step(pair) {
@@ -444,7 +524,7 @@ impl Hub {
             }
             _ => [false; 2],
         };
-        let started = (self.clock)();
+        let started = claimed.unwrap_or_else(|| (self.clock)());
         let set = self.fields();
         let sides = cache.sides.take();
         let (mut graph, mut crm) = sides.unwrap_or_else(|| {

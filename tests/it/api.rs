@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use synchub::model::Field;
 use synchub_connectors::crm::wire::{Contact as CrmContact, Entry};
 
 use crate::calendar::{at, meeting, put, t0};
@@ -37,7 +38,7 @@ fn digest(token: &str) -> String {
     synchub::api::token_digest(token)
 }
 
-fn config(firm: &Firm, store: &std::path::Path) -> String {
+fn config(firm: &Firm, store: &std::path::Path, interval_secs: u64) -> String {
     format!(
         r#"
 [store]
@@ -58,7 +59,7 @@ token = "{CRM_TOKEN}"
 enabled = true
 
 [schedule]
-interval_secs = 1
+interval_secs = {interval_secs}
 retries = 0
 
 [[api.tokens]]
@@ -95,11 +96,16 @@ role = "service"
     )
 }
 
-/// Start `synchub serve` on port 0; its first line of output names the address.
+/// Start `synchub serve` on port 0, syncing every second; its first line of output names
+/// the address.
 async fn serve(firm: &Firm) -> Served {
+    serve_every(firm, 1).await
+}
+
+async fn serve_every(firm: &Firm, interval_secs: u64) -> Served {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("synchub.toml");
-    std::fs::write(&file, config(firm, &dir.path().join("store"))).expect("config");
+    std::fs::write(&file, config(firm, &dir.path().join("store"), interval_secs)).expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_synchub"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&file)
@@ -122,6 +128,12 @@ async fn serve(firm: &Firm) -> Served {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
     Served { child, base, _dir: dir }
+}
+
+/// A client that opens a connection per request: the server closes one after refusing a
+/// body unread (413), which a pooled connection would only find out on its next request.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client")
 }
 
 struct Client {
@@ -200,7 +212,7 @@ async fn p1_p3_every_route_answers_each_role_as_api_md_says() {
     put(&firm, 1, recurring);
     let _ = at;
     let served = serve(&firm).await;
-    let c = Client { http: reqwest::Client::new(), base: served.base.clone() };
+    let c = Client { http: client(), base: served.base.clone() };
 
     // No token needed.
     let health = c.get("/healthz", None).await;
@@ -339,7 +351,7 @@ async fn p1_p3_every_route_answers_each_role_as_api_md_says() {
 async fn the_served_openapi_document_lists_every_route_of_this_version() {
     let firm = Firm::start(1, Default::default()).await;
     let served = serve(&firm).await;
-    let c = Client { http: reqwest::Client::new(), base: served.base.clone() };
+    let c = Client { http: client(), base: served.base.clone() };
     let (status, doc) = c.get("/api/v1/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     let routes = [
@@ -350,7 +362,13 @@ async fn the_served_openapi_document_lists_every_route_of_this_version() {
         ("patch", "/api/v1/settings"),
         ("get", "/api/v1/users"),
         ("get", "/api/v1/runs"),
+        ("post", "/api/v1/runs"),
+        ("get", "/api/v1/runs/{run}"),
+        ("post", "/api/v1/runs/plan"),
         ("get", "/api/v1/held"),
+        ("post", "/api/v1/held/{run}/release"),
+        ("post", "/api/v1/held/{run}/discard"),
+        ("patch", "/api/v1/users/{user}"),
         ("get", "/api/v1/users/{user}/contacts"),
         ("get", "/api/v1/users/{user}/contacts/{contact}"),
         ("get", "/api/v1/users/{user}/contacts/{contact}/history"),
@@ -369,7 +387,7 @@ async fn the_served_openapi_document_lists_every_route_of_this_version() {
 async fn serve_stops_cleanly_on_sigterm() {
     let firm = Firm::start(1, Default::default()).await;
     let mut served = serve(&firm).await;
-    let c = Client { http: reqwest::Client::new(), base: served.base.clone() };
+    let c = Client { http: client(), base: served.base.clone() };
     assert_eq!(c.get("/healthz", None).await.0, StatusCode::OK);
     let pid = served.child.id().to_string();
     let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
@@ -425,7 +443,7 @@ async fn the_sandbox_serves_a_seeded_synced_firm_and_prints_how_to_reach_it() {
     };
     let base =
         lines[0].split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches("/api/v1").to_string();
-    let c = Client { http: reqwest::Client::new(), base };
+    let c = Client { http: client(), base };
     let (admin, u1, u2, service) = (token("admin "), token("u1 "), token("u2 "), token("service "));
     let users = c.get("/api/v1/users", Some(&admin)).await;
     assert_eq!(users.1["items"].as_array().map(Vec::len), Some(25), "{users:?}");
@@ -442,4 +460,120 @@ async fn the_sandbox_serves_a_seeded_synced_firm_and_prints_how_to_reach_it() {
     let appointments = c.get("/api/v1/appointments", Some(&service)).await;
     assert!(appointments.1["items"].as_array().is_some_and(|a| !a.is_empty()), "meetings sent: {appointments:?}");
     drop(served);
+}
+
+async fn finished(c: &Client, id: &str) -> Value {
+    let mut last = Value::Null;
+    eventually("the run to finish", async || {
+        last = c.get(&format!("/api/v1/runs/{id}"), Some(ADMIN)).await.1;
+        last["status"] != "running"
+    })
+    .await;
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_x5_x6_c6_runs_plans_held_runs_and_switches_over_the_api() {
+    let firm = Firm::start(2, Default::default()).await;
+    let ids: Vec<String> = (0..30)
+        .map(|i| {
+            firm.outlook_add(1, &person(&format!("P{i}"), &format!("Person{i}"), "Acme", &format!("p{i}@acme.example")))
+        })
+        .collect();
+    // Syncing only on demand after the first cycle.
+    let served = serve_every(&firm, 3600).await;
+    let c = Client { http: client(), base: served.base.clone() };
+    eventually("the first cycle", async || {
+        c.get("/api/v1/runs?user=u1", Some(ADMIN)).await.1["items"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let post = |path: &'static str, token: &'static str, body: Value| {
+        c.call(reqwest::Method::POST, path, Some(token), Some(body))
+    };
+
+    // A4: a manual run for one user; the run is reported running, then done.
+    firm.outlook_edit(1, &ids[0], Field::JobTitle, Some("Counsel"));
+    let started = post("/api/v1/runs", U1, serde_json::json!({"user": "u1"})).await;
+    assert_eq!(started.0, StatusCode::ACCEPTED, "{started:?}");
+    let run = started.1["runs"][0].clone();
+    assert_eq!(run["status"], "running");
+    let done = finished(&c, run["id"].as_str().unwrap()).await;
+    assert_eq!((done["status"].as_str(), done["counts"]["crm"]["updated"].as_u64()), (Some("ok"), Some(1)), "{done:?}");
+    error(&post("/api/v1/runs", U1, serde_json::json!({"user": "u2"})).await, StatusCode::FORBIDDEN, "forbidden");
+    error(
+        &post("/api/v1/runs", U1, serde_json::json!({"users": "u1"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    error(&c.get("/api/v1/runs/u1.1", Some(ADMIN)).await, StatusCode::NOT_FOUND, "not_found");
+    let all = post("/api/v1/runs", ADMIN, serde_json::json!({})).await;
+    assert_eq!(all.1["runs"].as_array().map(Vec::len), Some(2), "every enabled user: {all:?}");
+    for r in all.1["runs"].as_array().unwrap() {
+        finished(&c, r["id"].as_str().unwrap()).await;
+    }
+
+    // X6: a plan lists the writes and makes none.
+    firm.outlook_edit(1, &ids[1], Field::JobTitle, Some("Partner emeritus"));
+    let plan = post("/api/v1/runs/plan", U1, serde_json::json!({})).await;
+    let crm_ops = plan.1["crm"].as_array().expect("crm ops");
+    assert!(crm_ops.iter().any(|o| o["op"] == "update" && o["fields"]["job_title"] == "Partner emeritus"), "{plan:?}");
+    assert!(firm.crm_list(1).iter().all(|c| c.job_title != "Partner emeritus"), "nothing written");
+
+    // X5: a mass delete in Outlook is held; the administrator sees it and discards it, and
+    // the next run restores Outlook.
+    for id in &ids[5..25] {
+        firm.outlook_delete(1, id);
+    }
+    let r = post("/api/v1/runs", ADMIN, serde_json::json!({"user": "u1"})).await.1["runs"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    finished(&c, &r).await;
+    let held = c.get("/api/v1/held", Some(ADMIN)).await;
+    let entry = held.1["items"][0].clone();
+    assert_eq!(entry["user"], "u1", "{held:?}");
+    assert!(entry["crm"].as_array().is_some_and(|o| o.iter().filter(|o| o["op"] == "delete").count() == 20), "{entry}");
+    let held_id = entry["id"].as_str().unwrap().to_string();
+    error(&post("/api/v1/held/u1.1/discard", ADMIN, Value::Null).await, StatusCode::NOT_FOUND, "not_found");
+    let release_path = format!("/api/v1/held/{held_id}/discard");
+    let forbidden = c.call(reqwest::Method::POST, &release_path, Some(U1), None).await;
+    error(&forbidden, StatusCode::FORBIDDEN, "forbidden");
+    let discarded = c.call(reqwest::Method::POST, &release_path, Some(ADMIN), None).await;
+    assert_eq!((discarded.0, &discarded.1["status"]), (StatusCode::OK, &Value::from("discarded")), "{discarded:?}");
+    assert_eq!(c.get("/api/v1/held", Some(ADMIN)).await.1["items"], serde_json::json!([]));
+    let r = post("/api/v1/runs", ADMIN, serde_json::json!({"user": "u1"})).await.1["runs"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    finished(&c, &r).await;
+    assert_eq!(firm.outlook(1).len(), 30, "Outlook restored from the document");
+
+    // C6: contact sync switched off for a user over the API; runs are refused until on again.
+    let off = c
+        .call(reqwest::Method::PATCH, "/api/v1/users/u2", Some(ADMIN), Some(serde_json::json!({"contact_sync": false})))
+        .await;
+    assert_eq!((off.0, &off.1["contact_sync"]), (StatusCode::OK, &Value::from(false)), "{off:?}");
+    error(
+        &post("/api/v1/runs", ADMIN, serde_json::json!({"user": "u2"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let users = c.get("/api/v1/users", Some(ADMIN)).await;
+    let u2 = users.1["items"].as_array().unwrap().iter().find(|u| u["id"] == "u2").unwrap().clone();
+    assert_eq!(u2["contact_sync"], false);
+    error(
+        &c.call(reqwest::Method::PATCH, "/api/v1/users/u2", Some(U1), Some(serde_json::json!({"contact_sync": true})))
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let on = c
+        .call(reqwest::Method::PATCH, "/api/v1/users/u2", Some(ADMIN), Some(serde_json::json!({"contact_sync": true})))
+        .await;
+    assert_eq!(on.1["contact_sync"], true);
+    error(
+        &c.call(reqwest::Method::PATCH, "/api/v1/users/nobody", Some(ADMIN), Some(serde_json::json!({}))).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }
