@@ -323,6 +323,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/users/{user}/contacts/{contact}/history", get(contact_history))
         .route("/api/v1/users/{user}/calendar/skipped", get(skipped))
         .route("/api/v1/users/{user}/unmatched-attendees", get(unmatched))
+        .route("/api/v1/users/{user}/unmatched-attendees/{email}", post(add_attendee))
+        .route("/api/v1/users/{user}/conflicts", get(conflicts))
+        .route("/api/v1/users/{user}/possible-duplicates", get(possible_duplicates))
         .route("/api/v1/appointments", get(appointments))
         .route("/api/v1/appointments/{appt}", get(appointment))
         .route("/api/v1/appointments/{appt}/history", get(appointment_history))
@@ -354,6 +357,9 @@ pub fn router(api: Arc<Api>) -> Router {
         contact_history,
         skipped,
         unmatched,
+        add_attendee,
+        conflicts,
+        possible_duplicates,
         appointments,
         appointment,
         appointment_history
@@ -383,7 +389,9 @@ pub fn router(api: Arc<Api>) -> Router {
         RunsStarted,
         PlanView,
         UserPatch,
-        Discarded
+        Discarded,
+        ConflictView,
+        DuplicateView
     ))
 )]
 pub struct ApiDoc;
@@ -654,6 +662,86 @@ async fn unmatched(
     let paging = query(paging)?;
     let list = api.blocking(move |hub| Ok(hub.calendar().unmatched(&user)?)).await?;
     Ok(Json(paging.page(list.iter().map(UnmatchedView::of).collect())?))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/users/{user}/unmatched-attendees/{email}",
+    params(("user" = String, Path), ("email" = String, Path)),
+    responses((status = 201, body = ContactShape), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+async fn add_attendee(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path((user, email)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<ContactShape>)> {
+    api.owner(&headers, &user)?;
+    let pair = pair_of(&api, &user).await?;
+    wait_idle(&api.hub, &pair.key).await?;
+    let contact = api
+        .blocking(move |hub| {
+            let cid = hub.add_attendee(&pair, &email)?;
+            // The contact sync brings the new contact into the user's document (and Outlook).
+            if let Err(e) = hub.sync_user(&pair) {
+                tracing::warn!(user = %pair.key, error = %e, "the run after adding an attendee failed");
+            }
+            let found = hub.contacts(&pair.key)?.into_iter().find(|c| c.links[1].as_deref() == Some(cid.as_str()));
+            found.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("{email} was added to the CRM as {cid}; it joins the contacts with the next run"),
+                )
+            })
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(ContactShape::of(&contact))))
+}
+
+/// Whether `owner`'s contact `id` is Private (their operational views hide its values).
+fn private_ids(hub: &Hub, owner: &str) -> ApiResult<std::collections::HashSet<String>> {
+    Ok(hub.contacts(owner)?.into_iter().filter(|c| c.private).map(|c| c.id).collect())
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/users/{user}/conflicts", params(("user" = String, Path), Paging),
+    responses((status = 200, body = Page<ConflictView>))
+)]
+async fn conflicts(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    paging: Result<Query<Paging>, QueryRejection>,
+) -> ApiResult<Json<Page<ConflictView>>> {
+    api.owner_or_admin(&headers, &user)?;
+    let paging = query(paging)?;
+    let redact = api.principal(&headers)? == Principal::Admin;
+    let list = api
+        .blocking(move |hub| {
+            let private = if redact { private_ids(&hub, &user)? } else { Default::default() };
+            Ok(hub
+                .conflicts(&user)?
+                .iter()
+                .map(|c| ConflictView::of(c, private.contains(&c.contact.to_string())))
+                .collect())
+        })
+        .await?;
+    Ok(Json(paging.page(list)?))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/users/{user}/possible-duplicates", params(("user" = String, Path), Paging),
+    responses((status = 200, body = Page<DuplicateView>))
+)]
+async fn possible_duplicates(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    paging: Result<Query<Paging>, QueryRejection>,
+) -> ApiResult<Json<Page<DuplicateView>>> {
+    api.owner_or_admin(&headers, &user)?;
+    let paging = query(paging)?;
+    let list = api.blocking(move |hub| Ok(hub.possible_duplicates(&user)?)).await?;
+    Ok(Json(paging.page(list.iter().map(DuplicateView::of).collect())?))
 }
 
 /// The appointment search's filters (SPEC K9).

@@ -445,3 +445,52 @@ impl HistoryView {
         }
     }
 }
+
+/// A same-field conflict and how it was resolved (SPEC C5).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConflictView {
+    pub contact: String,
+    pub field: String,
+    pub exchange_value: Option<String>,
+    pub crm_value: Option<String>,
+    /// `exchange` or `crm`.
+    pub winner: String,
+    pub at: String,
+}
+
+impl ConflictView {
+    /// `redact`: a Private contact shown to an administrator (values are `***`).
+    pub fn of(c: &crate::merge::Conflict, redact: bool) -> ConflictView {
+        let value = |v: &Option<FieldValue>| v.as_ref().map(|v| if redact { "***".to_string() } else { text(v) });
+        ConflictView {
+            contact: c.contact.to_string(),
+            field: c.field.name().to_string(),
+            exchange_value: value(&c.exchange_value),
+            crm_value: value(&c.crm_value),
+            winner: c.winner.name().to_string(),
+            at: stamp(c.at),
+        }
+    }
+}
+
+/// Items the identity match left apart because the match was ambiguous (SPEC C3).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DuplicateView {
+    pub id: String,
+    /// The Outlook items.
+    pub exchange: Vec<String>,
+    /// The CRM items.
+    pub crm: Vec<String>,
+    /// What they share (`email:…` or `name:…`).
+    pub reason: String,
+}
+
+impl DuplicateView {
+    pub fn of(d: &crate::engine::matching::PossibleDuplicate) -> DuplicateView {
+        let items = |v: &[crate::model::ItemId]| v.iter().map(|i| i.as_str().to_string()).collect::<Vec<_>>();
+        let (exchange, crm) = (items(&d.exchange), items(&d.crm));
+        let mut id = exchange.clone();
+        id.extend(crm.iter().cloned());
+        DuplicateView { id: id.join("+"), exchange, crm, reason: d.key.clone() }
+    }
+}

@@ -137,6 +137,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The user setting holding the last run's possible duplicates.
+const DUPLICATES: &str = "possible_duplicates";
+
 /// The user setting holding a held run.
 const HELD: &str = "held_run";
 /// The user setting naming the sides the next run restores.
@@ -648,6 +651,16 @@ impl Hub {
         write.journal(RUN, finished.timestamp_millis(), encode_record(&record)?);
         self.store.commit(&pair.key, write)?;
         let report = result?;
+        // The candidates the identity match would not pair (SPEC C3) stay listed for review.
+        if report.held.is_none() && !report.possible_duplicates.is_empty() {
+            let mut all = self.possible_duplicates(&pair.key)?;
+            for d in &report.possible_duplicates {
+                all.retain(|known| known.key != d.key);
+                all.push(d.clone());
+            }
+            let json = serde_json::to_vec(&all).map_err(|e| HubError::Setting(e.to_string()))?;
+            self.store.set_setting(Some(&pair.key), DUPLICATES, &json)?;
+        }
         if let Some(held) = &report.held {
             let run = HeldRun { at: started, held: held.clone(), plan: report.plan.clone() };
             let json = serde_json::to_vec(&run).map_err(|e| HubError::Setting(e.to_string()))?;
@@ -703,6 +716,21 @@ impl Hub {
             return Ok(None);
         }
         Ok(Some(crate::merge::history::field_history(&mut doc, hub)))
+    }
+
+    /// `user`'s recorded conflicts, oldest first (SPEC C5).
+    pub fn conflicts(&self, user: &str) -> Result<Vec<crate::merge::Conflict>, HubError> {
+        Ok(crate::engine::conflicts(&self.store, user)?)
+    }
+
+    /// The possible duplicates `user`'s last run left unpaired (SPEC C3).
+    pub fn possible_duplicates(&self, user: &str) -> Result<Vec<crate::engine::matching::PossibleDuplicate>, HubError> {
+        match self.store.setting(Some(user), DUPLICATES)? {
+            Some(bytes) if !bytes.is_empty() => {
+                serde_json::from_slice(&bytes).map_err(|e| HubError::Setting(format!("possible duplicates: {e}")))
+            }
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// `user`'s run history, oldest first.
