@@ -130,7 +130,6 @@ fn random_token() -> String {
 
 fn sandbox(listen: &str, data: &std::path::Path, size: synchub::sandbox::Size) -> Result<()> {
     use synchub::api::{Role, TokenConfig};
-    use synchub::hub::config::{ApiSection, CrmSection, GraphSection, StoreConfig};
     use synchub_connectors::emulators::crm::CrmEmulator;
     use synchub_connectors::emulators::graph::GraphEmulator;
     let started = std::time::Instant::now();
@@ -152,29 +151,21 @@ fn sandbox(listen: &str, data: &std::path::Path, size: synchub::sandbox::Size) -
         let local = listener.local_addr()?;
         let tokens = [("admin", Role::Admin, None), ("u1", Role::User, Some("u1")), ("u2", Role::User, Some("u2")), ("service", Role::Service, None)]
             .map(|(name, role, user)| (name, random_token(), role, user.map(str::to_string)));
-        let config = Config {
-            store: StoreConfig { path: data.join("store") },
-            graph: GraphSection {
-                authority: graph_url.clone(),
-                tenant: synchub::sandbox::TENANT.into(),
-                client_id: synchub::sandbox::CLIENT_ID.into(),
-                client_secret: Some(secret),
-                base: format!("{graph_url}/v1.0"),
-                page_size: 500,
-            },
-            crm: CrmSection { base: crm_url.clone(), token: Some(crm_token) },
-            contacts: Default::default(),
-            users: Default::default(),
-            calendar: synchub::calendar::CalendarSettings { enabled: true, ..Default::default() },
-            schedule: synchub::hub::scheduler::Schedule { interval_secs: 60, ..Default::default() },
-            api: ApiSection {
-                listen: local.to_string(),
-                tokens: tokens
-                    .iter()
-                    .map(|(_, t, role, user)| TokenConfig { sha256: synchub::api::token_digest(t), role: role.clone(), user: user.clone() })
-                    .collect(),
-            },
+        let endpoints = synchub::sandbox::Endpoints {
+            graph: graph_url.clone(),
+            crm: crm_url.clone(),
+            graph_secret: secret,
+            crm_token,
         };
+        let token_configs = tokens
+            .iter()
+            .map(|(_, t, role, user)| TokenConfig {
+                sha256: synchub::api::token_digest(t),
+                role: role.clone(),
+                user: user.clone(),
+            })
+            .collect();
+        let config = synchub::sandbox::config(&endpoints, data.join("store"), local.to_string(), token_configs);
         let hub = Arc::new(Hub::from_config(&config, tokio::runtime::Handle::current())?);
         let api = synchub::api::Api::new(hub.clone(), &config.api.tokens, config.schedule.interval_secs)
             .map_err(|e| anyhow::anyhow!(e))?;

@@ -21,6 +21,43 @@ pub const DOMAIN: &str = "lawfirm.example";
 pub const TENANT: &str = "lawfirm";
 pub const CLIENT_ID: &str = "synchub-sandbox";
 
+/// Where the emulators are and the credentials they take.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    pub graph: String,
+    pub crm: String,
+    pub graph_secret: String,
+    pub crm_token: String,
+}
+
+/// The configuration of a hub against the emulators at `e`: calendar sync on, a cycle a
+/// minute, the store in `store`, the API on `listen` with `tokens`.
+pub fn config(
+    e: &Endpoints,
+    store: std::path::PathBuf,
+    listen: String,
+    tokens: Vec<crate::api::TokenConfig>,
+) -> crate::hub::Config {
+    use crate::hub::config::{ApiSection, CrmSection, GraphSection, StoreConfig};
+    crate::hub::Config {
+        store: StoreConfig { path: store },
+        graph: GraphSection {
+            authority: e.graph.clone(),
+            tenant: TENANT.into(),
+            client_id: CLIENT_ID.into(),
+            client_secret: Some(e.graph_secret.clone()),
+            base: format!("{}/v1.0", e.graph),
+            page_size: 500,
+        },
+        crm: CrmSection { base: e.crm.clone(), token: Some(e.crm_token.clone()) },
+        contacts: Default::default(),
+        users: Default::default(),
+        calendar: crate::calendar::CalendarSettings { enabled: true, ..Default::default() },
+        schedule: crate::hub::scheduler::Schedule { interval_secs: 60, ..Default::default() },
+        api: ApiSection { listen, tokens },
+    }
+}
+
 /// The sample firm's size.
 #[derive(Clone, Copy, Debug)]
 pub struct Size {

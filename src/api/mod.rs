@@ -574,11 +574,33 @@ async fn held(
     Ok(Json(paging.page(list)?))
 }
 
-async fn visible_contacts(api: &Arc<Api>, headers: &HeaderMap, user: &str) -> ApiResult<Vec<ContactShape>> {
+/// `owner`'s contacts, from memory when the hub keeps them.
+async fn contacts_of(api: &Arc<Api>, owner: &str) -> ApiResult<Arc<crate::hub::ContactsView>> {
+    if let Some(view) = api.hub.cached_contacts(owner) {
+        return Ok(view);
+    }
+    let owner = owner.to_string();
+    api.blocking(move |hub| Ok(hub.contacts_view(&owner)?)).await
+}
+
+async fn visible_contacts(
+    api: &Arc<Api>,
+    headers: &HeaderMap,
+    user: &str,
+) -> ApiResult<(Scope, Arc<crate::hub::ContactsView>)> {
     let scope = api.contact_scope(headers, user).await?;
-    let owner = user.to_string();
-    let all = api.blocking(move |hub| Ok(hub.contacts(&owner)?)).await?;
-    Ok(all.iter().filter(|c| scope == Scope::All || !c.private).map(ContactShape::of).collect())
+    Ok((scope, contacts_of(api, user).await?))
+}
+
+/// One contact the principal may see.
+async fn visible_contact(api: &Arc<Api>, headers: &HeaderMap, user: &str, id: &str) -> ApiResult<ContactShape> {
+    let (scope, view) = visible_contacts(api, headers, user).await?;
+    view.by_id
+        .get(id)
+        .and_then(|i| view.list.get(*i))
+        .filter(|c| scope == Scope::All || !c.private)
+        .map(ContactShape::of)
+        .ok_or_else(|| ApiError::not_found(format!("{user} has no contact {id}")))
 }
 
 #[utoipa::path(
@@ -592,7 +614,11 @@ async fn contacts(
     paging: Result<Query<Paging>, QueryRejection>,
 ) -> ApiResult<Json<Page<ContactShape>>> {
     let paging = query(paging)?;
-    Ok(Json(paging.page(visible_contacts(&api, &headers, &user).await?)?))
+    let (scope, view) = visible_contacts(&api, &headers, &user).await?;
+    let visible: Vec<&crate::hub::ContactView> =
+        view.list.iter().filter(|c| scope == Scope::All || !c.private).collect();
+    let page = paging.page(visible)?;
+    Ok(Json(Page { items: page.items.into_iter().map(ContactShape::of).collect(), next: page.next }))
 }
 
 #[utoipa::path(
@@ -605,8 +631,7 @@ async fn contact(
     headers: HeaderMap,
     Path((user, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ContactShape>> {
-    let found = visible_contacts(&api, &headers, &user).await?.into_iter().find(|c| c.id == id);
-    found.map(Json).ok_or_else(|| ApiError::not_found(format!("{user} has no contact {id}")))
+    Ok(Json(visible_contact(&api, &headers, &user, &id).await?))
 }
 
 #[utoipa::path(
@@ -621,9 +646,7 @@ async fn contact_history(
     paging: Result<Query<Paging>, QueryRejection>,
 ) -> ApiResult<Json<Page<FieldChangeView>>> {
     let paging = query(paging)?;
-    if !visible_contacts(&api, &headers, &user).await?.iter().any(|c| c.id == id) {
-        return Err(ApiError::not_found(format!("{user} has no contact {id}")));
-    }
+    visible_contact(&api, &headers, &user, &id).await?;
     let history = api
         .blocking(move |hub| {
             hub.contact_history(&user, &id)?.ok_or_else(|| ApiError::not_found(format!("{user} has no contact {id}")))

@@ -164,6 +164,22 @@ pub struct Hub {
     matched: Mutex<Option<UserMatch>>,
     /// Users whose run is in flight, and since when.
     in_flight: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Users' merged contacts for the API, dropped when a run changes them.
+    views: Mutex<Views>,
+}
+
+#[derive(Default)]
+struct Views {
+    /// Bumped whenever a user's contacts may have changed.
+    generation: u64,
+    users: HashMap<String, Arc<ContactsView>>,
+}
+
+/// A user's merged contacts, in hub id order, and where each id is.
+#[derive(Debug, Default)]
+pub struct ContactsView {
+    pub list: Vec<ContactView>,
+    pub by_id: HashMap<String, usize>,
 }
 
 impl Hub {
@@ -199,6 +215,7 @@ impl Hub {
             metrics: metrics::Metrics::new(),
             matched: Mutex::new(None),
             in_flight: Mutex::new(HashMap::new()),
+            views: Mutex::new(Views::default()),
         }
     }
 
@@ -421,6 +438,7 @@ impl Hub {
     /// Run `pair` as claimed at `started` (see [`Hub::claim`]).
     pub fn sync_claimed(&self, pair: &UserPair, started: DateTime<Utc>) -> Result<RunReport, HubError> {
         let result = self.run_at(pair, RunMode::Sync, Some(started));
+        self.changed(&pair.key);
         lock(&self.in_flight).remove(&pair.key);
         result
     }
@@ -494,6 +512,7 @@ impl Hub {
         // user's lock and is not the one the API reports.
         let claimed = self.claim(&pair.key).ok();
         let result = self.run_at(pair, mode, claimed);
+        self.changed(&pair.key);
         if claimed.is_some() {
             lock(&self.in_flight).remove(&pair.key);
         }
@@ -681,6 +700,40 @@ impl Hub {
     /// link), deleted ones left out, ordered by hub id. Read from the store, so a run in
     /// flight is not waited for.
     pub fn contacts(&self, user: &str) -> Result<Vec<ContactView>, HubError> {
+        Ok(self.contacts_view(user)?.list.clone())
+    }
+
+    /// `user`'s merged contacts, kept in memory between runs (a run drops them), with an
+    /// index by hub id: the API's reads.
+    pub fn contacts_view(&self, user: &str) -> Result<Arc<ContactsView>, HubError> {
+        if let Some(view) = self.cached_contacts(user) {
+            return Ok(view);
+        }
+        let generation = lock(&self.views).generation;
+        let list = self.load_contacts(user)?;
+        let by_id = list.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
+        let view = Arc::new(ContactsView { list, by_id });
+        let mut views = lock(&self.views);
+        // A run that committed meanwhile may have changed what was read: keep it only if not.
+        if views.generation == generation {
+            views.users.insert(user.to_string(), view.clone());
+        }
+        Ok(view)
+    }
+
+    /// The contacts of `user` kept in memory, if they are.
+    pub fn cached_contacts(&self, user: &str) -> Option<Arc<ContactsView>> {
+        lock(&self.views).users.get(user).cloned()
+    }
+
+    /// Drop what is kept of `user`'s contacts (their store state changed).
+    fn changed(&self, user: &str) {
+        let mut views = lock(&self.views);
+        views.generation += 1;
+        views.users.remove(user);
+    }
+
+    fn load_contacts(&self, user: &str) -> Result<Vec<ContactView>, HubError> {
         let replica = UserReplica::load(&self.store, user).map_err(EngineError::from)?;
         let mut doc = replica.doc.clone();
         let mut out = Vec::new();
