@@ -57,6 +57,33 @@ enum Command {
         #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=20_000))]
         contacts: u32,
     },
+    /// Run the Graph and CRM emulators alone, seeded with the sample firm, for a `serve` (or
+    /// any client) to point at, until Ctrl-C.
+    Emulators {
+        /// The address both listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The Graph emulator's port (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        graph_port: u16,
+        /// The CRM emulator's port (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        crm_port: u16,
+        /// Users in the sample firm.
+        #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+        users: u32,
+        /// Contacts per user (over both sides).
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+        contacts: u32,
+    },
+    /// Print a documented example configuration.
+    DefaultConfig,
+    /// Users, their last runs and held runs. While a `serve` holds the store, asks its API
+    /// (an administrator's token in SYNCHUB_ADMIN_TOKEN).
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Serve the HTTP API and run the scheduler until SIGTERM or Ctrl-C.
     Serve {
         /// The configuration file (TOML; see README).
@@ -79,9 +106,13 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .init();
+    // RUST_LOG filters (default `warn`); SYNCHUB_LOG_FORMAT=json writes one JSON object a line.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    if std::env::var("SYNCHUB_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
     let default = Command::Sandbox {
         listen: "127.0.0.1:8080".into(),
         data: "synchub-data/sandbox".into(),
@@ -95,6 +126,17 @@ fn main() -> Result<()> {
         Command::Demo { data, contacts } => demo(&data, contacts as usize),
         Command::Sync { config, user } => sync(&config, user.as_deref()),
         Command::Serve { config, listen } => serve(&config, listen),
+        Command::Emulators { host, graph_port, crm_port, users, contacts } => emulators(
+            &host,
+            graph_port,
+            crm_port,
+            synchub::sandbox::Size { users: users as usize, contacts: contacts as usize },
+        ),
+        Command::DefaultConfig => {
+            print!("{}", synchub::hub::config::EXAMPLE);
+            Ok(())
+        }
+        Command::Status { config } => status(&config),
     }
 }
 
@@ -122,6 +164,89 @@ fn serve(path: &std::path::Path, listen: Option<String>) -> Result<()> {
         println!("synchub API on http://{local}/api/v1 (OpenAPI: http://{local}/api/v1/openapi.json)");
         run_service(listener, hub, api, config.schedule, shutdown, 1, |_| {}).await
     })
+}
+
+fn emulators(host: &str, graph_port: u16, crm_port: u16, size: synchub::sandbox::Size) -> Result<()> {
+    use synchub_connectors::emulators::crm::CrmEmulator;
+    use synchub_connectors::emulators::graph::GraphEmulator;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        let secret = random_token();
+        let crm_token = random_token();
+        let (graph_state, crm_state, seeded) = synchub::sandbox::seed(size, Utc::now(), &secret);
+        let graph = GraphEmulator::new(graph_state);
+        let crm = CrmEmulator::new(crm_state, &crm_token);
+        let graph_url = graph.start(&format!("{host}:{graph_port}")).await.context("starting the Graph emulator")?;
+        let crm_url = crm.start(&format!("{host}:{crm_port}")).await.context("starting the CRM emulator")?;
+        println!("Graph emulator on {graph_url}");
+        println!("CRM emulator on {crm_url}");
+        println!(
+            "sample firm: {} users, {} Outlook contacts, {} CRM list entries, {} meetings",
+            seeded.users, seeded.outlook_contacts, seeded.crm_entries, seeded.events
+        );
+        println!("configuration for `synchub serve --config FILE`:\n");
+        println!("[graph]\nauthority = \"{graph_url}\"\ntenant = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{secret}\"\nbase = \"{graph_url}/v1.0\"\n", synchub::sandbox::TENANT, synchub::sandbox::CLIENT_ID);
+        println!("[crm]\nbase = \"{crm_url}\"\ntoken = \"{crm_token}\"\n");
+        println!("(Ctrl-C stops; the emulators keep their state in memory only.)");
+        shutdown.await;
+        Ok(())
+    })
+}
+
+fn status(path: &std::path::Path) -> Result<()> {
+    let config = Config::load(path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    match Hub::from_config(&config, rt.handle().clone()) {
+        Ok(hub) => {
+            let matched = hub.match_users()?;
+            println!("{:<32} {:<8} {:<26} {:<8} held", "user", "contacts", "last run", "result");
+            for p in &matched.pairs {
+                let last = hub.history(&p.key)?.pop();
+                let (at, result) = match &last {
+                    Some(r) => (
+                        r.finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        if r.errors.is_empty() { "ok" } else { "failed" },
+                    ),
+                    None => ("never".to_string(), "-"),
+                };
+                let held = hub.held(&p.key)?.map(|h| h.held.reason).unwrap_or_else(|| "-".into());
+                let sync = if hub.enabled(p) { "on" } else { "off" };
+                println!("{:<32} {sync:<8} {at:<26} {result:<8} {held}", p.address);
+            }
+            for m in &matched.unmatched_mailboxes {
+                println!("{m:<32} unmatched mailbox (SPEC A1)");
+            }
+            for u in &matched.unmatched_crm_users {
+                println!("{u:<32} CRM user without a mailbox");
+            }
+            Ok(())
+        }
+        Err(synchub::hub::HubError::Store(e)) => {
+            // A `serve` holds the store: ask it.
+            let token = std::env::var("SYNCHUB_ADMIN_TOKEN").with_context(|| {
+                format!("the store is in use ({e}); set SYNCHUB_ADMIN_TOKEN to ask the running service")
+            })?;
+            let base = format!("http://{}/api/v1", config.api.listen);
+            rt.block_on(async move {
+                let client = reqwest::Client::new();
+                for route in ["users?limit=5000", "held"] {
+                    let resp = client
+                        .get(format!("{base}/{route}"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .with_context(|| format!("asking {base}/{route}"))?;
+                    let status = resp.status();
+                    let body: serde_json::Value = resp.json().await.context("reading the answer")?;
+                    anyhow::ensure!(status.is_success(), "{base}/{route}: {status} {body}");
+                    println!("{}", serde_json::to_string_pretty(&body)?);
+                }
+                Ok(())
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn random_token() -> String {

@@ -85,6 +85,9 @@ pub struct GraphSection {
     /// Or `SYNCHUB_GRAPH_CLIENT_SECRET`.
     #[serde(default)]
     pub client_secret: Option<String>,
+    /// Or a file holding it (e.g. a mounted secret).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
     #[serde(default = "default_graph_base")]
     pub base: String,
     /// `Prefer: odata.maxpagesize`.
@@ -112,6 +115,9 @@ pub struct CrmSection {
     /// Or `SYNCHUB_CRM_TOKEN`.
     #[serde(default)]
     pub token: Option<String>,
+    /// Or a file holding it.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// What happens to a contact renamed to a different person (SPEC C10, X4).
@@ -171,6 +177,55 @@ pub enum ConfigError {
     Missing(String),
 }
 
+/// A documented example configuration (`synchub default-config`).
+pub const EXAMPLE: &str = r#"# synchub configuration. Unknown keys are refused by name; every key but the
+# endpoints and credentials has the default shown.
+
+[store]
+path = "synchub-data/store"            # sled, made if missing; one process at a time
+
+[graph]                                # Microsoft Graph (an Entra app registration)
+authority = "https://login.microsoftonline.com"
+tenant = "contoso.onmicrosoft.com"
+client_id = "00000000-0000-0000-0000-000000000000"
+# client_secret = "..."                # or client_secret_file = "/run/secrets/graph", or SYNCHUB_GRAPH_CLIENT_SECRET
+base = "https://graph.microsoft.com/v1.0"
+page_size = 500
+
+[crm]
+base = "https://crm.firm.example"
+# token = "..."                        # or token_file = "/run/secrets/crm", or SYNCHUB_CRM_TOKEN
+
+[contacts]
+initial_match = "identity"             # or "none" (SPEC C3)
+reuse_policy = "split"                 # or "follow" (SPEC C10)
+sync_notes = true                      # SPEC C8
+disabled_users = []                    # CRM user ids or addresses whose contact sync is off (SPEC C6)
+guard = { max_changes = 10, max_percent = 10 }   # the mass-change guard (SPEC X5)
+
+[calendar]
+enabled = false                        # SPEC K1: once on in the store, it stays on
+category = "CRM"                       # the Outlook category that flags a meeting (K2)
+held_window_days = 7                   # K10
+horizon_days = 365
+
+[schedule]
+interval_secs = 300
+concurrency = 4
+retries = 3
+backoff_secs = 5
+max_wait_secs = 300
+
+[api]
+listen = "127.0.0.1:8080"
+# [[api.tokens]]                       # tokens as SHA-256 hex digests: printf %s "$TOKEN" | sha256sum
+# sha256 = "..."
+# role = "admin"                       # "admin", "service", or "user" with user = "<CRM user id>"
+
+[users]                                # mailbox -> CRM user id, where the addresses differ
+# "j.doe@firm.example" = "u-1017"
+"#;
+
 impl Config {
     /// Read and check `path`; secrets missing from the file are taken from the
     /// environment (`SYNCHUB_GRAPH_CLIENT_SECRET`, `SYNCHUB_CRM_TOKEN`).
@@ -186,19 +241,33 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        let read = |name: &str, path: &PathBuf| -> Result<String, ConfigError> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Missing(format!("{name} `{}` cannot be read: {e}", path.display())))?;
+            Ok(text.trim().to_string())
+        };
         if config.graph.client_secret.is_none() {
-            config.graph.client_secret = std::env::var("SYNCHUB_GRAPH_CLIENT_SECRET").ok();
+            config.graph.client_secret = match &config.graph.client_secret_file {
+                Some(path) => Some(read("graph.client_secret_file", path)?),
+                None => std::env::var("SYNCHUB_GRAPH_CLIENT_SECRET").ok(),
+            };
         }
         if config.crm.token.is_none() {
-            config.crm.token = std::env::var("SYNCHUB_CRM_TOKEN").ok();
+            config.crm.token = match &config.crm.token_file {
+                Some(path) => Some(read("crm.token_file", path)?),
+                None => std::env::var("SYNCHUB_CRM_TOKEN").ok(),
+            };
         }
         if config.graph.client_secret.is_none() {
             return Err(ConfigError::Missing(
-                "graph.client_secret is not set (in the file or SYNCHUB_GRAPH_CLIENT_SECRET)".into(),
+                "graph.client_secret is not set (in the file, graph.client_secret_file or SYNCHUB_GRAPH_CLIENT_SECRET)"
+                    .into(),
             ));
         }
         if config.crm.token.is_none() {
-            return Err(ConfigError::Missing("crm.token is not set (in the file or SYNCHUB_CRM_TOKEN)".into()));
+            return Err(ConfigError::Missing(
+                "crm.token is not set (in the file, crm.token_file or SYNCHUB_CRM_TOKEN)".into(),
+            ));
         }
         config.calendar.validate().map_err(|message| ConfigError::Parse { path: PathBuf::new(), message })?;
         if config.api.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -235,6 +304,23 @@ token = "t"
         assert!(!c.calendar.enabled, "calendar sync is off by default (SPEC K1)");
         assert_eq!(c.calendar.category, "CRM");
         assert_eq!(c.calendar.held_window_days, 7);
+    }
+
+    #[test]
+    fn the_example_configuration_reads_and_secrets_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, c) = (dir.path().join("g"), dir.path().join("c"));
+        std::fs::write(&g, "graph-secret\n").unwrap();
+        std::fs::write(&c, "crm-token").unwrap();
+        let text = EXAMPLE
+            .replace("# client_secret = \"...\"", &format!("client_secret_file = {:?}", g.display().to_string()))
+            .replace("# token = \"...\"", &format!("token_file = {:?}", c.display().to_string()));
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.graph.client_secret.as_deref(), Some("graph-secret"));
+        assert_eq!(config.crm.token.as_deref(), Some("crm-token"));
+        assert_eq!(config.schedule.interval_secs, 300);
+        let missing = text.replace(&g.display().to_string(), "/nonexistent/secret");
+        assert!(Config::parse(&missing).unwrap_err().to_string().contains("graph.client_secret_file"));
     }
 
     #[test]

@@ -621,3 +621,83 @@ async fn a4_x5_x6_c6_runs_plans_held_runs_and_switches_over_the_api() {
         "not_found",
     );
 }
+
+/// Start the binary with `args`; its standard output's lines until one starts with `until`.
+async fn start_until(args: &[&str], until: &'static str) -> (Child, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synchub"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start synchub");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("a line");
+            let done = line.starts_with(until);
+            out.push(line);
+            if done {
+                break;
+            }
+        }
+        out
+    })
+    .await
+    .expect("task");
+    (child, lines)
+}
+
+/// `synchub emulators` stands in for a tenant and a CRM; `synchub serve` configured from what
+/// it prints syncs against it, and `synchub status` asks the running service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulators_serve_and_status_work_together_as_an_integration_developer_would_use_them() {
+    let (emulators, lines) = start_until(&["emulators", "--users", "3", "--contacts", "12"], "(Ctrl-C").await;
+    let _emulators = Served { child: emulators, base: String::new(), _dir: tempfile::tempdir().expect("dir") };
+    assert!(lines[0].starts_with("Graph emulator on http://127.0.0.1:"), "{lines:?}");
+    assert!(lines[1].starts_with("CRM emulator on http://127.0.0.1:"), "{lines:?}");
+    let start = lines.iter().position(|l| l == "[graph]").expect("a configuration");
+    let snippet = lines[start..lines.len() - 1].join("\n");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("synchub.toml");
+    let config = format!(
+        "[store]\npath = {:?}\n\n{snippet}\n[schedule]\ninterval_secs = 3600\n\n[api]\nlisten = \"127.0.0.1:0\"\n[[api.tokens]]\nsha256 = \"{}\"\nrole = \"admin\"\n",
+        dir.path().join("store").display().to_string(),
+        digest(ADMIN)
+    );
+    std::fs::write(&file, &config).expect("config");
+    let (serve, lines) = start_until(&["serve", "--config", file.to_str().expect("path")], "synchub API").await;
+    let _serve = Served { child: serve, base: String::new(), _dir: dir };
+    let base =
+        lines[0].split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches("/api/v1").to_string();
+    let c = Client { http: client(), base: base.clone() };
+    eventually("the first cycle", async || {
+        let users = c.get("/api/v1/users", Some(ADMIN)).await.1;
+        users["items"].as_array().is_some_and(|a| a.len() == 3 && a.iter().all(|u| u["last_run"]["status"] == "ok"))
+    })
+    .await;
+    // status goes through the API while serve holds the store.
+    let listen = base.trim_start_matches("http://").to_string();
+    let with_listen = config.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{listen}\""));
+    let status_file = _serve._dir.path().join("status.toml");
+    std::fs::write(&status_file, with_listen).expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_synchub"))
+        .args(["status", "--config"])
+        .arg(&status_file)
+        .env("SYNCHUB_ADMIN_TOKEN", ADMIN)
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("user1@lawfirm.example") && text.contains("\"items\""), "{text}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_synchub"))
+        .args(["status", "--config"])
+        .arg(&status_file)
+        .output()
+        .expect("status");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("SYNCHUB_ADMIN_TOKEN"), "a clear error");
+    // The documented example is what `default-config` prints.
+    let example = Command::new(env!("CARGO_BIN_EXE_synchub")).arg("default-config").output().expect("default-config");
+    assert_eq!(String::from_utf8_lossy(&example.stdout), synchub::hub::config::EXAMPLE);
+}
