@@ -47,7 +47,7 @@ fn main() {
     let hub = Arc::new(Hub::from_config(&config, rt.handle().clone()).expect("hub"));
     let pair = hub.match_users().expect("users").pairs.remove(0);
     hub.sync_user(&pair).expect("first sync");
-    let api = Arc::new(Api::new(hub.clone(), &tokens, 60).expect("api"));
+    let api = Arc::new(Api::new(hub.clone(), &tokens).expect("api"));
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let base = format!("http://{}/api/v1", listener.local_addr().expect("addr"));
     rt.spawn(async move { axum::serve(listener, synchub::api::router(api)).await });

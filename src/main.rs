@@ -151,19 +151,23 @@ fn serve(path: &std::path::Path, listen: Option<String>) -> Result<()> {
     let config = Config::load(path)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let hub = Arc::new(Hub::from_config(&config, rt.handle().clone())?);
-    let api = synchub::api::Api::new(hub.clone(), &config.api.tokens, config.schedule.interval_secs)
+    let api = synchub::api::Api::new(hub.clone(), &config.api.tokens)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if config.api.tokens.is_empty() {
         tracing::warn!("api.tokens is empty: every /api/ request will be refused (401)");
     }
     let addr = listen.unwrap_or_else(|| config.api.listen.clone());
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let shutdown = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}"))?;
         let local = listener.local_addr()?;
         println!("synchub API on http://{local}/api/v1 (OpenAPI: http://{local}/api/v1/openapi.json)");
         run_service(listener, hub, api, config.schedule, shutdown, 1, |_| {}).await
-    })
+    });
+    // Runs still going on blocking threads get a bounded wait; cut short, they resume
+    // from their last commit (SPEC N1).
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    result
 }
 
 fn emulators(host: &str, graph_port: u16, crm_port: u16, size: synchub::sandbox::Size) -> Result<()> {
@@ -263,7 +267,7 @@ fn sandbox(listen: &str, data: &std::path::Path, size: synchub::sandbox::Size) -
     }
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let shutdown = shutdown_signal()?;
         let secret = random_token();
         let crm_token = random_token();
@@ -292,7 +296,7 @@ fn sandbox(listen: &str, data: &std::path::Path, size: synchub::sandbox::Size) -
             .collect();
         let config = synchub::sandbox::config(&endpoints, data.join("store"), local.to_string(), token_configs);
         let hub = Arc::new(Hub::from_config(&config, tokio::runtime::Handle::current())?);
-        let api = synchub::api::Api::new(hub.clone(), &config.api.tokens, config.schedule.interval_secs)
+        let api = synchub::api::Api::new(hub.clone(), &config.api.tokens)
             .map_err(|e| anyhow::anyhow!(e))?;
         let base = format!("http://{local}/api/v1");
         println!("synchub sandbox API on {base} (OpenAPI: {base}/openapi.json)");
@@ -338,7 +342,11 @@ fn sandbox(listen: &str, data: &std::path::Path, size: synchub::sandbox::Size) -
         let served = run_service(listener, hub, api, config.schedule, shutdown, 2, ready).await;
         drop((graph, crm));
         served
-    })
+    });
+    // Runs still going on blocking threads get a bounded wait; cut short, they resume
+    // from their last commit (SPEC N1).
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    result
 }
 
 /// Serve the API on `listener` and run the scheduler until `shutdown`: `warm_up` cycles at
@@ -355,13 +363,17 @@ async fn run_service(
     use synchub::hub::scheduler::Scheduler;
     use synchub::hub::HubJobs;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let app = synchub::api::router(Arc::new(api)).layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT)).layer(
-        tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ),
+    let timeout = tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        REQUEST_TIMEOUT,
     );
+    let app = synchub::api::router(Arc::new(api))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(timeout)
+        // A span per request (method, path); its status and latency are logged at debug.
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+    let interval = hub.interval_secs();
     let scheduler = Scheduler::new(Arc::new(HubJobs::new(hub)), schedule);
     let cycles = tokio::spawn(async move {
         let mut report = scheduler.run_now(None).await;
@@ -371,7 +383,7 @@ async fn run_service(
         first(&report);
         let mut early = stopped.clone();
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(schedule.interval_secs.max(1))) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))) => {}
             _ = early.changed() => return,
         }
         scheduler.run(stopped, None).await;

@@ -95,6 +95,11 @@ impl From<HubError> for ApiError {
         match e {
             HubError::Calendar(c) => c.into(),
             HubError::Connector(c) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", c.to_string()),
+            e @ HubError::Disabled(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", e.to_string())
+            }
+            e @ HubError::Held(..) => ApiError::new(StatusCode::CONFLICT, "run_held", e.to_string()),
+            e @ HubError::NotHeld(_) => ApiError::not_found(e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -127,7 +132,6 @@ pub struct Api {
     hub: Arc<Hub>,
     tokens: HashMap<String, Principal>,
     proxies: Mutex<HashMap<String, (Instant, Vec<String>)>>,
-    interval_seconds: u64,
 }
 
 /// The SHA-256 of a token, lower-case hex (how the configuration stores tokens).
@@ -138,7 +142,7 @@ pub fn token_digest(token: &str) -> String {
 impl Api {
     /// The API over `hub` with these tokens; a token that is not a SHA-256 hex digest, or a
     /// `user` token without its user, is an error naming it.
-    pub fn new(hub: Arc<Hub>, tokens: &[TokenConfig], interval_seconds: u64) -> Result<Api, String> {
+    pub fn new(hub: Arc<Hub>, tokens: &[TokenConfig]) -> Result<Api, String> {
         let mut map = HashMap::new();
         for (i, t) in tokens.iter().enumerate() {
             let digest = t.sha256.trim().to_lowercase();
@@ -154,7 +158,7 @@ impl Api {
             };
             map.insert(digest, principal);
         }
-        Ok(Api { hub, tokens: map, proxies: Mutex::new(HashMap::new()), interval_seconds })
+        Ok(Api { hub, tokens: map, proxies: Mutex::new(HashMap::new()) })
     }
 
     fn principal(&self, headers: &HeaderMap) -> ApiResult<Principal> {
@@ -418,29 +422,29 @@ async fn openapi() -> Response {
     Json(ApiDoc::openapi()).into_response()
 }
 
-fn settings_of(api: &Api, hub: &Hub) -> ApiResult<Settings> {
+fn settings_of(hub: &Hub) -> ApiResult<Settings> {
     let s = hub.settings();
+    let name = |v: serde_json::Result<serde_json::Value>| {
+        v.ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    };
     Ok(Settings {
         calendar_sync: hub.calendar().enabled()?,
         sync_notes: s.sync_notes,
-        initial_match: serde_json::to_value(s.initial_match)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        reuse_policy: serde_json::to_value(s.reuse_policy)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        calendar_category: hub.calendar().settings().category.clone(),
-        interval_seconds: api.interval_seconds,
+        initial_match: name(serde_json::to_value(s.initial_match)),
+        reuse_policy: name(serde_json::to_value(s.reuse_policy)),
+        calendar_category: hub.calendar().category(),
+        interval_seconds: hub.interval_secs(),
     })
+}
+
+fn unprocessable(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message)
 }
 
 #[utoipa::path(get, path = "/api/v1/settings", responses((status = 200, body = Settings), (status = 403, body = ErrorBody)))]
 async fn get_settings(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult<Json<Settings>> {
     api.admin(&headers)?;
-    let a = api.clone();
-    api.blocking(move |hub| settings_of(&a, &hub).map(Json)).await
+    api.blocking(move |hub| settings_of(&hub).map(Json)).await
 }
 
 #[utoipa::path(
@@ -454,26 +458,46 @@ async fn patch_settings(
 ) -> ApiResult<Json<Settings>> {
     api.admin(&headers)?;
     let patch = json_body(body)?;
-    let fixed = [
-        ("sync_notes", patch.sync_notes.is_some()),
-        ("initial_match", patch.initial_match.is_some()),
-        ("reuse_policy", patch.reuse_policy.is_some()),
-        ("calendar_category", patch.calendar_category.is_some()),
-        ("interval_seconds", patch.interval_seconds.is_some()),
-    ];
-    if let Some((name, _)) = fixed.iter().find(|(_, set)| *set) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            format!("`{name}` is set in the configuration file in this version; only `calendar_sync` changes here"),
-        ));
+    let update = crate::hub::SettingsUpdate {
+        sync_notes: patch.sync_notes,
+        initial_match: patch
+            .initial_match
+            .as_deref()
+            .map(|v| serde_json::from_value(serde_json::Value::from(v)))
+            .transpose()
+            .map_err(|_| unprocessable("initial_match must be \"identity\" or \"none\"".into()))?,
+        reuse_policy: patch
+            .reuse_policy
+            .as_deref()
+            .map(|v| serde_json::from_value(serde_json::Value::from(v)))
+            .transpose()
+            .map_err(|_| unprocessable("reuse_policy must be \"split\" or \"follow\"".into()))?,
+    };
+    if let Some(c) = &patch.calendar_category {
+        if c.trim().is_empty() || c.len() > 255 {
+            return Err(unprocessable("calendar_category must be 1 to 255 characters".into()));
+        }
     }
-    let a = api.clone();
+    if let Some(i) = patch.interval_seconds {
+        if !(10..=86_400).contains(&i) {
+            return Err(unprocessable(format!("interval_seconds must be 10 to 86400, not {i}")));
+        }
+    }
     api.blocking(move |hub| {
+        // The irreversible switch first: a refused request changes nothing.
         if let Some(on) = patch.calendar_sync {
             hub.set_calendar_sync(on)?;
         }
-        settings_of(&a, &hub).map(Json)
+        if update != crate::hub::SettingsUpdate::default() {
+            hub.update_settings(&update)?;
+        }
+        if let Some(c) = &patch.calendar_category {
+            hub.calendar().set_category(c)?;
+        }
+        if let Some(i) = patch.interval_seconds {
+            hub.set_interval(i)?;
+        }
+        settings_of(&hub).map(Json)
     })
     .await
 }
@@ -667,8 +691,9 @@ async fn skipped(
 ) -> ApiResult<Json<Page<SkippedView>>> {
     api.owner_or_admin(&headers, &user)?;
     let paging = query(paging)?;
+    let redact = api.principal(&headers)? == Principal::Admin;
     let list = api.blocking(move |hub| Ok(hub.calendar().skipped(&user)?)).await?;
-    Ok(Json(paging.page(list.iter().map(SkippedView::of).collect())?))
+    Ok(Json(paging.page(list.iter().map(|s| SkippedView::of(s, redact)).collect())?))
 }
 
 #[utoipa::path(
@@ -763,8 +788,30 @@ async fn possible_duplicates(
 ) -> ApiResult<Json<Page<DuplicateView>>> {
     api.owner_or_admin(&headers, &user)?;
     let paging = query(paging)?;
-    let list = api.blocking(move |hub| Ok(hub.possible_duplicates(&user)?)).await?;
-    Ok(Json(paging.page(list.iter().map(DuplicateView::of).collect())?))
+    let admin = api.principal(&headers)? == Principal::Admin;
+    let list = api
+        .blocking(move |hub| {
+            // The items of Private contacts, whose address or name an administrator must not see.
+            let private: std::collections::HashSet<String> = if admin {
+                hub.contacts(&user)?
+                    .into_iter()
+                    .filter(|c| c.private)
+                    .flat_map(|c| c.links.into_iter().flatten())
+                    .collect()
+            } else {
+                Default::default()
+            };
+            Ok(hub
+                .possible_duplicates(&user)?
+                .iter()
+                .map(|d| {
+                    let redact = d.exchange.iter().chain(&d.crm).any(|i| private.contains(i.as_str()));
+                    DuplicateView::of(d, redact)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(Json(paging.page(list)?))
 }
 
 /// The appointment search's filters (SPEC K9).

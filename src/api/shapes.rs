@@ -332,10 +332,12 @@ pub struct SkippedView {
 }
 
 impl SkippedView {
-    pub fn of(s: &SkippedItem) -> SkippedView {
+    /// `redact`: shown to an administrator, a Private meeting's subject is `***`.
+    pub fn of(s: &SkippedItem, redact: bool) -> SkippedView {
+        let private = s.reason == crate::calendar::model::SkipReason::Private;
         SkippedView {
             item: s.item.clone(),
-            subject: s.subject.clone(),
+            subject: if redact && private { "***".into() } else { s.subject.clone() },
             start: stamp(s.start),
             reason: s.reason.to_string(),
         }
@@ -428,8 +430,12 @@ pub struct HistoryView {
 }
 
 impl HistoryView {
+    /// A version logged because its copy was made Private shows `***` for its subject and
+    /// location (the appointment's readers are not its owner, API.md "Privacy").
     pub fn of(h: &HistoryEntry) -> HistoryView {
         let (start, end) = h.version.span.wire();
+        let private = h.change == "private";
+        let text = |v: &str| if private { "***".to_string() } else { v.to_string() };
         HistoryView {
             seq: h.seq,
             user: h.user.clone(),
@@ -437,10 +443,10 @@ impl HistoryView {
             observed_at: stamp(h.observed_at),
             change: h.change.clone(),
             hash: h.hash.clone(),
-            subject: h.version.subject.clone(),
+            subject: text(&h.version.subject),
             start,
             end,
-            location: h.version.location.clone(),
+            location: text(&h.version.location),
             cancelled: h.version.cancelled,
         }
     }
@@ -486,11 +492,14 @@ pub struct DuplicateView {
 }
 
 impl DuplicateView {
-    pub fn of(d: &crate::engine::matching::PossibleDuplicate) -> DuplicateView {
+    /// `redact`: shown to an administrator with a Private contact among the items, the
+    /// shared address or name is `***`.
+    pub fn of(d: &crate::engine::matching::PossibleDuplicate, redact: bool) -> DuplicateView {
         let items = |v: &[crate::model::ItemId]| v.iter().map(|i| i.as_str().to_string()).collect::<Vec<_>>();
         let (exchange, crm) = (items(&d.exchange), items(&d.crm));
         let mut id = exchange.clone();
         id.extend(crm.iter().cloned());
-        DuplicateView { id: id.join("+"), exchange, crm, reason: d.key.clone() }
+        let reason = if redact { "***".to_string() } else { d.key.clone() };
+        DuplicateView { id: id.join("+"), exchange, crm, reason }
     }
 }

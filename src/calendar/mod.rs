@@ -244,6 +244,7 @@ const PARALLEL: usize = 8;
 const SETTING_ON: &str = "calendar_sync";
 const SETTING_READY: &str = "calendar_ready";
 const SETTING_PASS: &str = "calendar_pass";
+const SETTING_CATEGORY: &str = "calendar_category";
 const CURSOR: &str = "calendar_cursor";
 
 /// The calendar pipeline.
@@ -253,6 +254,8 @@ pub struct Calendar {
     crm: CrmClient,
     rt: Handle,
     settings: CalendarSettings,
+    /// The flag category: the configuration's, or the one set over the API (stored).
+    category: Mutex<String>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
     directory: Mutex<Option<Directory>>,
     lookups: Mutex<HashMap<String, Found>>,
@@ -277,11 +280,16 @@ impl Calendar {
         settings: CalendarSettings,
         clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
     ) -> Calendar {
+        let category = match store.setting(None, SETTING_CATEGORY) {
+            Ok(Some(v)) if !v.is_empty() => String::from_utf8_lossy(&v).into_owned(),
+            _ => settings.category.clone(),
+        };
         Calendar {
             store,
             graph,
             crm,
             rt,
+            category: Mutex::new(category),
             settings,
             clock,
             directory: Mutex::new(None),
@@ -292,6 +300,20 @@ impl Calendar {
 
     pub fn settings(&self) -> &CalendarSettings {
         &self.settings
+    }
+
+    /// The category that flags a meeting (SPEC K2).
+    pub fn category(&self) -> String {
+        lock(&self.category).clone()
+    }
+
+    /// Change the flag category (stored; it wins over the configuration from now on).
+    pub fn set_category(&self, category: &str) -> Result<(), CalendarError> {
+        let category = category.trim();
+        self.store.set_setting(None, SETTING_CATEGORY, category.as_bytes())?;
+        *lock(&self.category) = category.to_string();
+        tracing::info!(category, "calendar flag category changed over the API");
+        Ok(())
     }
 
     /// Whether calendar sync is on (SPEC K1).
@@ -473,7 +495,8 @@ impl Calendar {
         // Events that did not read are still there: never taken for gone (SPEC N2).
         let mut seen: HashSet<&str> = round.rejected_ids.iter().map(String::as_str).collect();
         let now_ms = now.timestamp_millis();
-        let category = self.settings.category.as_str();
+        let category = self.category();
+        let category = category.as_str();
 
         // What changes a meeting: its flaggers. Loaded once per meeting per step.
         let meeting =
@@ -581,8 +604,14 @@ impl Calendar {
                     };
                     log(&mut w, &item.id, m, change, &version);
                     report.logged += 1;
+                    // What the CRM keeps of a withdrawn copy is its last sent version, never
+                    // the new one (a copy made Private must not reach the CRM, P1/K2).
+                    let sent =
+                        m.flaggers.iter().find(|f| f.user == user && f.item == item.id).map(|f| f.version.clone());
                     m.flaggers.retain(|f| !(f.user == user && f.item == item.id));
-                    m.last = Some(version.clone());
+                    if sent.is_some() {
+                        m.last = sent;
+                    }
                     m.due = true;
                     let reason = if private { SkipReason::Private } else { SkipReason::Recurring };
                     let next = (is_flagged && (private || recurring)).then(|| ItemRecord {

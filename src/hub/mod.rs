@@ -137,6 +137,73 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// When a run ends, even by a panic: its user's kept contacts are dropped (the store may
+/// have changed) and, if it claimed the user, the claim is released.
+struct RunDone<'a> {
+    hub: &'a Hub,
+    user: &'a str,
+    claimed: bool,
+}
+
+impl Drop for RunDone<'_> {
+    fn drop(&mut self) {
+        self.hub.changed(self.user);
+        if self.claimed {
+            lock(&self.hub.in_flight).remove(self.user);
+        }
+    }
+}
+
+/// The global setting holding contact settings changed over the API.
+const SETTINGS: &str = "contact_settings";
+/// The global setting holding the scheduler interval set over the API.
+const INTERVAL: &str = "interval_secs";
+
+/// Contact settings an administrator changed over the API (they win over the configuration).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsUpdate {
+    pub sync_notes: Option<bool>,
+    pub initial_match: Option<crate::engine::matching::InitialMatch>,
+    pub reuse_policy: Option<ReusePolicy>,
+}
+
+impl SettingsUpdate {
+    fn apply(&self, s: &mut ContactSettings) {
+        if let Some(v) = self.sync_notes {
+            s.sync_notes = v;
+        }
+        if let Some(v) = self.initial_match {
+            s.initial_match = v;
+        }
+        if let Some(v) = self.reuse_policy {
+            s.reuse_policy = v;
+        }
+    }
+}
+
+/// The configuration's contact settings with the stored changes applied (logged where they
+/// differ from the configuration).
+fn apply_stored_settings(store: &Store, mut settings: ContactSettings) -> ContactSettings {
+    match store.setting(None, SETTINGS) {
+        Ok(Some(v)) if !v.is_empty() => match serde_json::from_slice::<SettingsUpdate>(&v) {
+            Ok(update) => {
+                let before = settings.clone();
+                update.apply(&mut settings);
+                if before.sync_notes != settings.sync_notes
+                    || before.initial_match != settings.initial_match
+                    || before.reuse_policy != settings.reuse_policy
+                {
+                    tracing::info!(?update, "settings changed over the API win over the configuration's");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "stored contact settings do not read; the configuration's are used"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reading stored contact settings failed; the configuration's are used"),
+    }
+    settings
+}
+
 /// The user setting holding the last run's possible duplicates.
 const DUPLICATES: &str = "possible_duplicates";
 
@@ -151,7 +218,10 @@ pub struct Hub {
     graph: GraphClient,
     crm: CrmClient,
     rt: Handle,
-    settings: ContactSettings,
+    /// The contact settings: the configuration's, then what was changed over the API.
+    settings: std::sync::RwLock<ContactSettings>,
+    /// Seconds between scheduler cycles (the configuration's, or the API's).
+    interval: std::sync::atomic::AtomicU64,
     overrides: BTreeMap<String, String>,
     /// Per user: the replica and the two sides as the last normal run left them (kept in
     /// memory so a run need not load the document or re-read items), behind the user's
@@ -202,12 +272,18 @@ impl Hub {
             CalendarSettings::default(),
             clock.clone(),
         );
+        let settings = apply_stored_settings(&store, settings);
+        let interval = match store.setting(None, INTERVAL) {
+            Ok(Some(v)) => String::from_utf8_lossy(&v).parse().unwrap_or(300),
+            _ => 300,
+        };
         Hub {
             store,
             graph,
             crm,
             rt,
-            settings,
+            settings: std::sync::RwLock::new(settings),
+            interval: std::sync::atomic::AtomicU64::new(interval),
             overrides: overrides.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect(),
             users: Mutex::new(HashMap::new()),
             clock,
@@ -313,8 +389,10 @@ impl Hub {
         let graph = GraphClient::new(graph)?;
         let token = Secret::new(config.crm.token.clone().unwrap_or_default());
         let crm = CrmClient::new(&config.crm.base, token, RetryPolicy::default())?;
-        Hub::new(store, graph, crm, rt, config.contacts.clone(), config.users.clone())
-            .with_calendar(config.calendar.clone())
+        let hub = Hub::new(store, graph, crm, rt, config.contacts.clone(), config.users.clone())
+            .with_calendar(config.calendar.clone())?;
+        hub.default_interval(config.schedule.interval_secs)?;
+        Ok(hub)
     }
 
     /// Use `clock` for run times (tests set time).
@@ -337,8 +415,47 @@ impl Hub {
     }
 
     /// The contact settings.
-    pub fn settings(&self) -> &ContactSettings {
-        &self.settings
+    pub fn settings(&self) -> ContactSettings {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Change contact settings over the API: stored, so they win over the configuration from
+    /// now on (DESIGN.md "settings"); each run reads them when it starts.
+    pub fn update_settings(&self, update: &SettingsUpdate) -> Result<(), HubError> {
+        let mut stored: SettingsUpdate = match self.store.setting(None, SETTINGS)? {
+            Some(v) if !v.is_empty() => serde_json::from_slice(&v).map_err(|e| HubError::Setting(e.to_string()))?,
+            _ => SettingsUpdate::default(),
+        };
+        stored.sync_notes = update.sync_notes.or(stored.sync_notes);
+        stored.initial_match = update.initial_match.or(stored.initial_match);
+        stored.reuse_policy = update.reuse_policy.or(stored.reuse_policy);
+        let json = serde_json::to_vec(&stored).map_err(|e| HubError::Setting(e.to_string()))?;
+        self.store.set_setting(None, SETTINGS, &json)?;
+        let mut settings = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        stored.apply(&mut settings);
+        tracing::info!(?update, "contact settings changed over the API");
+        Ok(())
+    }
+
+    /// Seconds between scheduler cycles.
+    pub fn interval_secs(&self) -> u64 {
+        self.interval.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Use the configuration's interval unless one was set over the API.
+    pub fn default_interval(&self, secs: u64) -> Result<(), HubError> {
+        if self.store.setting(None, INTERVAL)?.is_none() {
+            self.interval.store(secs, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Set the interval between cycles (from the next cycle on), stored.
+    pub fn set_interval(&self, secs: u64) -> Result<(), HubError> {
+        self.store.set_setting(None, INTERVAL, secs.to_string().as_bytes())?;
+        self.interval.store(secs, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(secs, "scheduler interval changed over the API");
+        Ok(())
     }
 
     /// Match the tenant's mailboxes to the CRM's users: by override first, then by primary
@@ -394,7 +511,7 @@ impl Hub {
                 tracing::warn!(user = %pair.key, error = %e, "reading the contact sync switch failed; the configuration decides")
             }
         }
-        !self.settings.disabled_users.iter().any(|d| {
+        !self.settings().disabled_users.iter().any(|d| {
             d.eq_ignore_ascii_case(&pair.crm_user) || d.eq_ignore_ascii_case(&pair.address) || *d == pair.mailbox
         })
     }
@@ -437,15 +554,13 @@ impl Hub {
 
     /// Run `pair` as claimed at `started` (see [`Hub::claim`]).
     pub fn sync_claimed(&self, pair: &UserPair, started: DateTime<Utc>) -> Result<RunReport, HubError> {
-        let result = self.run_at(pair, RunMode::Sync, Some(started));
-        self.changed(&pair.key);
-        lock(&self.in_flight).remove(&pair.key);
-        result
+        let _done = RunDone { hub: self, user: &pair.key, claimed: true };
+        self.run_at(pair, RunMode::Sync, Some(started))
     }
 
     /// The fields both sides carry (SPEC C8: notes only when `sync_notes`).
     pub fn fields(&self) -> FieldSet {
-        if self.settings.sync_notes {
+        if self.settings().sync_notes {
             FieldSet::all()
         } else {
             FieldSet::all().without(Field::Notes)
@@ -511,15 +626,14 @@ impl Hub {
         // With a run in flight (the API's, or the scheduler's), this one waits for it on the
         // user's lock and is not the one the API reports.
         let claimed = self.claim(&pair.key).ok();
-        let result = self.run_at(pair, mode, claimed);
-        self.changed(&pair.key);
-        if claimed.is_some() {
-            lock(&self.in_flight).remove(&pair.key);
-        }
-        result
+        let _done = RunDone { hub: self, user: &pair.key, claimed: claimed.is_some() };
+        self.run_at(pair, mode, claimed)
     }
 
     fn run_at(&self, pair: &UserPair, mode: RunMode, claimed: Option<DateTime<Utc>>) -> Result<RunReport, HubError> {
+        // One span per run (SPEC A5): every log line of the run names the user and the mode.
+        let span = tracing::info_span!("run", user = %pair.key, mode = ?mode);
+        let _entered = span.enter();
         if !self.enabled(pair) {
             if mode == RunMode::Sync {
                 if let Err(e) = self.calendar_step(pair) {
@@ -530,6 +644,10 @@ impl Hub {
         }
         let cell = self.user_cell(&pair.key);
         let mut cache = cell.lock().unwrap_or_else(|p| p.into_inner());
+        // Switched off while this run waited for the one before it (SPEC C6).
+        if !self.enabled(pair) {
+            return Err(HubError::Disabled(pair.address.clone()));
+        }
         if mode == RunMode::Sync {
             if let Some(held) = self.held(&pair.key)? {
                 // The calendar does not wait for the contact review (K7 readiness, K5
@@ -547,6 +665,7 @@ impl Hub {
             _ => [false; 2],
         };
         let started = claimed.unwrap_or_else(|| (self.clock)());
+        let settings = self.settings();
         let set = self.fields();
         let sides = cache.sides.take();
         let (mut graph, mut crm) = sides.unwrap_or_else(|| {
@@ -559,14 +678,14 @@ impl Hub {
             fields: [set; 2],
             now: started,
             deterministic_ids: false,
-            split_identity: self.settings.reuse_policy == ReusePolicy::Split,
+            split_identity: settings.reuse_policy == ReusePolicy::Split,
         };
         let opts = RunOptions {
-            matching: self.settings.initial_match,
+            matching: settings.initial_match,
             dry_run: mode == RunMode::DryRun,
             // A release, and a restore the administrator asked for by discarding, are not
             // held again.
-            guard: (mode != RunMode::Release && !restore.iter().any(|r| *r)).then_some(self.settings.guard),
+            guard: (mode != RunMode::Release && !restore.iter().any(|r| *r)).then_some(settings.guard),
             restore,
             ..RunOptions::new(ctx)
         };
@@ -831,6 +950,10 @@ fn job_error(message: String, errors: &[&ConnectorError]) -> scheduler::JobError
 }
 
 impl scheduler::Jobs for HubJobs {
+    fn interval(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(self.hub.interval_secs()))
+    }
+
     fn users(&self) -> scheduler::BoxFuture<'_, Result<Vec<String>, scheduler::JobError>> {
         Box::pin(async move {
             let hub = self.hub.clone();

@@ -29,6 +29,10 @@ pub trait Jobs: Send + Sync + 'static {
     fn users(&self) -> BoxFuture<'_, Result<Vec<String>, JobError>>;
     /// Run one user's job once.
     fn run<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<(), JobError>>;
+    /// The interval between cycles when it can change while running (else the schedule's).
+    fn interval(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// The scheduler's settings.
@@ -97,11 +101,15 @@ impl Scheduler {
         mut shutdown: watch::Receiver<bool>,
         reports: Option<tokio::sync::mpsc::Sender<CycleReport>>,
     ) {
-        let interval = Duration::from_secs(self.schedule.interval_secs.max(1));
         loop {
             if *shutdown.borrow() {
                 return;
             }
+            let interval = self
+                .jobs
+                .interval()
+                .unwrap_or(Duration::from_secs(self.schedule.interval_secs))
+                .max(Duration::from_secs(1));
             let started = tokio::time::Instant::now();
             let report = self.run_now(None).await;
             for failed in report.failed() {

@@ -207,6 +207,9 @@ async fn p1_p3_every_route_answers_each_role_as_api_md_says() {
             &["jane@acme.example", "pat@newco.example"],
         ),
     );
+    let mut doctor = meeting("Doctor", now + chrono::Duration::days(4), "u1@firm.example", &[]);
+    doctor.sensitivity = Some("private".into());
+    put(&firm, 1, doctor);
     let mut recurring = meeting("Weekly", now + chrono::Duration::days(3), "u1@firm.example", &[]);
     recurring.kind = Some("occurrence".into());
     put(&firm, 1, recurring);
@@ -248,10 +251,37 @@ async fn p1_p3_every_route_answers_each_role_as_api_md_says() {
     );
     error(&patch(serde_json::json!({"colour": "red"})).await, StatusCode::BAD_REQUEST, "invalid_request");
     error(
-        &patch(serde_json::json!({"sync_notes": false})).await,
+        &patch(serde_json::json!({"initial_match": "fuzzy"})).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     );
+    error(
+        &patch(serde_json::json!({"interval_seconds": 1})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    error(
+        &patch(serde_json::json!({"calendar_category": " "})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let changed =
+        patch(serde_json::json!({"reuse_policy": "follow", "interval_seconds": 3600, "calendar_category": "CRM"}))
+            .await;
+    assert_eq!(changed.0, StatusCode::OK, "{changed:?}");
+    assert_eq!(
+        (&changed.1["reuse_policy"], &changed.1["interval_seconds"]),
+        (&Value::from("follow"), &Value::from(3600))
+    );
+    let again = c.get("/api/v1/settings", Some(ADMIN)).await;
+    assert_eq!(again.1["reuse_policy"], "follow", "stored: {again:?}");
+    // The skipped list shows an administrator a Private meeting's subject as ***.
+    let admin_view = c.get("/api/v1/users/u1/calendar/skipped", Some(ADMIN)).await;
+    let doctor =
+        admin_view.1["items"].as_array().unwrap().iter().find(|i| i["reason"] == "private").expect("private").clone();
+    assert_eq!(doctor["subject"], "***", "{admin_view:?}");
+    let own_view = c.get("/api/v1/users/u1/calendar/skipped", Some(U1)).await;
+    assert!(own_view.1["items"].as_array().unwrap().iter().any(|i| i["subject"] == "Doctor"), "the owner sees it");
     let ok = patch(serde_json::json!({"calendar_sync": true})).await;
     assert_eq!(ok.0, StatusCode::OK, "{ok:?}");
     let big = serde_json::json!({"calendar_category": "x".repeat(2 * 1024 * 1024)});

@@ -622,3 +622,18 @@ async fn c7_k12_an_organizer_whose_contact_sync_is_turned_off_is_no_longer_the_s
     firm.sync(1).await;
     assert_eq!(only(&firm).location, "Room 4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k2_p1_a_copy_made_private_after_it_was_sent_is_withdrawn_and_its_new_content_never_reaches_the_crm() {
+    let firm = ready_firm(1).await;
+    let id = put(&firm, 1, meeting("Board prep", at(2026, 12, 1, 15, 0), "u1@firm.example", &[]));
+    firm.sync(1).await;
+    edit(&firm, 1, &id, |e| {
+        e.subject = Some("Confidential: merger talks".into());
+        e.sensitivity = Some("private".into());
+    });
+    firm.sync(1).await;
+    let a = only(&firm);
+    assert_eq!((a.status, a.subject.as_str()), (AppointmentStatus::Cancelled, "Board prep"), "{a:?}");
+    assert_eq!(reasons(&firm, 1), vec![("Confidential: merger talks".to_string(), SkipReason::Private)]);
+}
