@@ -102,6 +102,9 @@ enum Command {
         /// Only this user (CRM user id or mailbox address).
         #[arg(long)]
         user: Option<String>,
+        /// Plan the runs and print every write they would make, writing nothing (SPEC X6).
+        #[arg(long)]
+        plan: bool,
     },
 }
 
@@ -124,7 +127,7 @@ fn main() -> Result<()> {
             sandbox(&listen, &data, synchub::sandbox::Size { users: users as usize, contacts: contacts as usize })
         }
         Command::Demo { data, contacts } => demo(&data, contacts as usize),
-        Command::Sync { config, user } => sync(&config, user.as_deref()),
+        Command::Sync { config, user, plan } => sync(&config, user.as_deref(), plan),
         Command::Serve { config, listen } => serve(&config, listen),
         Command::Emulators { host, graph_port, crm_port, users, contacts } => emulators(
             &host,
@@ -425,10 +428,20 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     }
 }
 
-fn sync(config: &std::path::Path, only: Option<&str>) -> Result<()> {
-    let config = Config::load(config)?;
+fn sync(path: &std::path::Path, only: Option<&str>, plan: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let config = Config::load(path)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let hub = Hub::from_config(&config, rt.handle().clone())?;
+    let hub = match Hub::from_config(&config, rt.handle().clone()) {
+        Ok(hub) => hub,
+        Err(synchub::hub::HubError::Store(e)) => {
+            anyhow::bail!(
+                "the store is in use ({e}): a `synchub serve` holds it; start runs through its API instead \
+                 (POST /api/v1/runs, or POST /api/v1/runs/plan for a plan)"
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
     let matched = hub.match_users()?;
     for m in &matched.unmatched_mailboxes {
         println!("unmatched mailbox {m}");
@@ -436,33 +449,75 @@ fn sync(config: &std::path::Path, only: Option<&str>) -> Result<()> {
     for u in &matched.unmatched_crm_users {
         println!("unmatched CRM user {u}");
     }
+    let pairs: Vec<_> = matched
+        .pairs
+        .iter()
+        .filter(|p| only.is_none_or(|u| u.eq_ignore_ascii_case(&p.crm_user) || u.eq_ignore_ascii_case(&p.address)))
+        .collect();
+    // A progress bar on a terminal; plain lines otherwise (logs, CI).
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(pairs.len() as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} users  {msg}") {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let say = |line: String| match &bar {
+        Some(b) => b.println(line),
+        None => println!("{line}"),
+    };
     let mut failed = 0;
-    for pair in &matched.pairs {
-        if only.is_some_and(|u| !u.eq_ignore_ascii_case(&pair.crm_user) && !u.eq_ignore_ascii_case(&pair.address)) {
-            continue;
+    for pair in pairs {
+        if let Some(b) = &bar {
+            b.set_message(pair.address.clone());
         }
         if !hub.enabled(pair) {
-            println!("{:<32} contact sync off", pair.address);
-            continue;
-        }
-        match hub.sync_user(pair) {
-            Ok(r) => {
-                let [ex, crm] = r.counts;
-                println!(
-                    "{:<32} outlook {ex} | crm {crm} | conflicts {} | matched {} | possible duplicates {} | errors {}",
-                    pair.address,
-                    r.log.conflicts.len(),
-                    r.log.matched.len(),
-                    r.possible_duplicates.len(),
-                    r.errors.len()
-                );
-                failed += usize::from(!r.errors.is_empty());
+            say(format!("{:<32} contact sync off", pair.address));
+        } else if plan {
+            match hub.dry_run(pair) {
+                Ok(r) => {
+                    say(format!("{:<32} {} planned writes (nothing written)", pair.address, r.plan.len()));
+                    for p in &r.plan {
+                        say(format!(
+                            "  {:<8} {:<7} {} {:?}",
+                            p.side.name(),
+                            p.op,
+                            p.contact,
+                            p.fields.iter().map(|(f, _)| f.name()).collect::<Vec<_>>()
+                        ));
+                    }
+                }
+                Err(e) => {
+                    say(format!("{:<32} planning failed: {e}", pair.address));
+                    failed += 1;
+                }
             }
-            Err(e) => {
-                println!("{:<32} failed: {e}", pair.address);
-                failed += 1;
+        } else {
+            match hub.sync_user(pair) {
+                Ok(r) => {
+                    let [ex, crm] = r.counts;
+                    say(format!(
+                        "{:<32} outlook {ex} | crm {crm} | conflicts {} | matched {} | possible duplicates {} | errors {}",
+                        pair.address,
+                        r.log.conflicts.len(),
+                        r.log.matched.len(),
+                        r.possible_duplicates.len(),
+                        r.errors.len()
+                    ));
+                    failed += usize::from(!r.errors.is_empty());
+                }
+                Err(e) => {
+                    say(format!("{:<32} failed: {e}", pair.address));
+                    failed += 1;
+                }
             }
         }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     anyhow::ensure!(failed == 0, "{failed} user(s) did not sync cleanly");
     Ok(())

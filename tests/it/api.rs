@@ -731,3 +731,35 @@ async fn emulators_serve_and_status_work_together_as_an_integration_developer_wo
     let example = Command::new(env!("CARGO_BIN_EXE_synchub")).arg("default-config").output().expect("default-config");
     assert_eq!(String::from_utf8_lossy(&example.stdout), synchub::hub::config::EXAMPLE);
 }
+
+/// `synchub sync --plan` writes nothing and lists what a run would write (SPEC X6); a plain
+/// `sync` then writes it; while a `serve` holds the store, `sync` says to use its API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x6_sync_plan_lists_writes_without_writing_and_a_held_store_points_to_the_api() {
+    let firm = Firm::start(1, Default::default()).await;
+    firm.outlook_add(1, &person("Nina", "Planned", "Acme", "nina@acme.example"));
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("synchub.toml");
+    std::fs::write(&file, config(&firm, &dir.path().join("store"), 3600)).expect("config");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_synchub")).args(args).arg(&file).output().expect("synchub");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&["sync", "--plan", "--config"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("planned writes (nothing written)") && out.contains("crm      create"), "{out}");
+    assert!(firm.crm_list(1).is_empty(), "a plan writes nothing");
+    let (ok, out, err) = run(&["sync", "--config"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(firm.crm_list(1).len(), 1, "the run wrote it");
+    let (serve, _) =
+        start_until(&["serve", "--listen", "127.0.0.1:0", "--config", file.to_str().expect("path")], "synchub API")
+            .await;
+    let _serve = Served { child: serve, base: String::new(), _dir: dir };
+    let (ok, _, err) = run(&["sync", "--config"]);
+    assert!(!ok && err.contains("POST /api/v1/runs"), "{err}");
+}
