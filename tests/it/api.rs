@@ -763,3 +763,52 @@ async fn x6_sync_plan_lists_writes_without_writing_and_a_held_store_points_to_th
     let (ok, _, err) = run(&["sync", "--config"]);
     assert!(!ok && err.contains("POST /api/v1/runs"), "{err}");
 }
+
+/// Each role against each route (API.md "Routes", SPEC P1–P3): 401 without a token, 403 for a
+/// known token the route does not allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p3_the_authorization_matrix_of_every_role_and_route() {
+    let firm = Firm::start(3, Default::default()).await;
+    firm.crm.state().add_proxy("u1", "u2");
+    firm.crm_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.example"));
+    let served = serve_every(&firm, 3600).await;
+    let c = Client { http: client(), base: served.base.clone() };
+    eventually("the first cycle", async || {
+        c.get("/api/v1/runs?user=u1", Some(ADMIN)).await.1["items"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    const OK: u16 = 200;
+    const NO: u16 = 403;
+    // (method, path, body, [admin, u1 (owner), u2 (proxy of u1), u3, service])
+    let routes: Vec<(&str, &str, Option<Value>, [u16; 5])> = vec![
+        ("GET", "/api/v1/settings", None, [OK, NO, NO, NO, NO]),
+        ("GET", "/api/v1/users", None, [OK, NO, NO, NO, NO]),
+        ("GET", "/api/v1/runs", None, [OK, OK, OK, OK, NO]),
+        ("GET", "/api/v1/runs?user=u1", None, [OK, OK, NO, NO, NO]),
+        ("GET", "/api/v1/held", None, [OK, NO, NO, NO, NO]),
+        ("POST", "/api/v1/runs/plan", Some(serde_json::json!({"user": "u1"})), [OK, OK, NO, NO, NO]),
+        ("PATCH", "/api/v1/users/u1", Some(serde_json::json!({})), [OK, NO, NO, NO, NO]),
+        ("PATCH", "/api/v1/settings", Some(serde_json::json!({})), [OK, NO, NO, NO, NO]),
+        ("GET", "/api/v1/users/u1/contacts", None, [NO, OK, OK, NO, OK]),
+        ("GET", "/api/v1/users/u1/conflicts", None, [OK, OK, NO, NO, NO]),
+        ("GET", "/api/v1/users/u1/possible-duplicates", None, [OK, OK, NO, NO, NO]),
+        ("GET", "/api/v1/users/u1/calendar/skipped", None, [OK, OK, NO, NO, NO]),
+        ("GET", "/api/v1/users/u1/unmatched-attendees", None, [NO, OK, NO, NO, NO]),
+        ("GET", "/api/v1/appointments", None, [OK, OK, OK, OK, OK]),
+    ];
+    let tokens = [ADMIN, U1, U2, U3, SERVICE];
+    for (method, path, body, expected) in &routes {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        error(&c.call(m.clone(), path, None, body.clone()).await, StatusCode::UNAUTHORIZED, "unauthenticated");
+        for (token, want) in tokens.iter().zip(expected) {
+            let got = c.call(m.clone(), path, Some(token), body.clone()).await;
+            assert_eq!(got.0.as_u16(), *want, "{method} {path} as {token}: {got:?}");
+            if *want == NO {
+                error(&got, StatusCode::FORBIDDEN, "forbidden");
+            }
+        }
+    }
+    for open in ["/healthz", "/metrics", "/api/v1/openapi.json"] {
+        assert_eq!(c.get(open, None).await.0, StatusCode::OK, "{open} needs no token");
+    }
+}
