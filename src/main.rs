@@ -16,6 +16,9 @@ use synchub::engine::{conflicts, run_user, sample, RunOptions, RunReport};
 use synchub::hub::{Config, Hub};
 use synchub::merge::{RunCtx, UserReplica};
 use synchub::model::{Field, FieldValue, Side};
+use synchub::sandbox::Endpoints;
+use synchub_connectors::emulators::crm::CrmEmulator;
+use synchub_connectors::emulators::graph::GraphEmulator;
 use synchub_store::Store;
 
 /// mimalloc: about a fifth faster than the system allocator on a firm's initial sync
@@ -173,19 +176,30 @@ fn serve(path: &std::path::Path, listen: Option<String>) -> Result<()> {
     result
 }
 
+/// Both emulators seeded with the sample firm, serving on `host` (port 0: any free one).
+async fn start_emulators(
+    host: &str,
+    graph_port: u16,
+    crm_port: u16,
+    size: synchub::sandbox::Size,
+) -> Result<(GraphEmulator, CrmEmulator, Endpoints, synchub::sandbox::Seeded)> {
+    let graph_secret = random_token();
+    let crm_token = random_token();
+    let (graph_state, crm_state, seeded) = synchub::sandbox::seed(size, Utc::now(), &graph_secret);
+    let graph = GraphEmulator::new(graph_state);
+    let crm = CrmEmulator::new(crm_state, &crm_token);
+    let graph_url = graph.start(&format!("{host}:{graph_port}")).await.context("starting the Graph emulator")?;
+    let crm_url = crm.start(&format!("{host}:{crm_port}")).await.context("starting the CRM emulator")?;
+    Ok((graph, crm, Endpoints { graph: graph_url, crm: crm_url, graph_secret, crm_token }, seeded))
+}
+
 fn emulators(host: &str, graph_port: u16, crm_port: u16, size: synchub::sandbox::Size) -> Result<()> {
-    use synchub_connectors::emulators::crm::CrmEmulator;
-    use synchub_connectors::emulators::graph::GraphEmulator;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let shutdown = shutdown_signal()?;
-        let secret = random_token();
-        let crm_token = random_token();
-        let (graph_state, crm_state, seeded) = synchub::sandbox::seed(size, Utc::now(), &secret);
-        let graph = GraphEmulator::new(graph_state);
-        let crm = CrmEmulator::new(crm_state, &crm_token);
-        let graph_url = graph.start(&format!("{host}:{graph_port}")).await.context("starting the Graph emulator")?;
-        let crm_url = crm.start(&format!("{host}:{crm_port}")).await.context("starting the CRM emulator")?;
+        // Kept (not dropped) until shutdown: they serve while they live.
+        let (_graph, _crm, endpoints, seeded) = start_emulators(host, graph_port, crm_port, size).await?;
+        let Endpoints { graph: graph_url, crm: crm_url, graph_secret: secret, crm_token } = endpoints.clone();
         println!("Graph emulator on {graph_url}");
         println!("CRM emulator on {crm_url}");
         println!(
@@ -262,8 +276,6 @@ fn random_token() -> String {
 
 fn sandbox(listen: &str, data: &std::path::Path, size: synchub::sandbox::Size) -> Result<()> {
     use synchub::api::{Role, TokenConfig};
-    use synchub_connectors::emulators::crm::CrmEmulator;
-    use synchub_connectors::emulators::graph::GraphEmulator;
     let started = std::time::Instant::now();
     if data.exists() {
         std::fs::remove_dir_all(data).with_context(|| format!("emptying {}", data.display()))?;
@@ -272,23 +284,12 @@ fn sandbox(listen: &str, data: &std::path::Path, size: synchub::sandbox::Size) -
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let result = rt.block_on(async move {
         let shutdown = shutdown_signal()?;
-        let secret = random_token();
-        let crm_token = random_token();
-        let (graph_state, crm_state, seeded) = synchub::sandbox::seed(size, Utc::now(), &secret);
-        let graph = GraphEmulator::new(graph_state);
-        let crm = CrmEmulator::new(crm_state, &crm_token);
-        let graph_url = graph.start("127.0.0.1:0").await.context("starting the Graph emulator")?;
-        let crm_url = crm.start("127.0.0.1:0").await.context("starting the CRM emulator")?;
+        let (graph, crm, endpoints, seeded) = start_emulators("127.0.0.1", 0, 0, size).await?;
+        let (graph_url, crm_url) = (endpoints.graph.clone(), endpoints.crm.clone());
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
         let local = listener.local_addr()?;
         let tokens = [("admin", Role::Admin, None), ("u1", Role::User, Some("u1")), ("u2", Role::User, Some("u2")), ("service", Role::Service, None)]
             .map(|(name, role, user)| (name, random_token(), role, user.map(str::to_string)));
-        let endpoints = synchub::sandbox::Endpoints {
-            graph: graph_url.clone(),
-            crm: crm_url.clone(),
-            graph_secret: secret,
-            crm_token,
-        };
         let token_configs = tokens
             .iter()
             .map(|(_, t, role, user)| TokenConfig {

@@ -12,7 +12,7 @@ use synchub::model::Field;
 use synchub_connectors::crm::wire::{Contact as CrmContact, Entry};
 
 use crate::calendar::{at, meeting, put, t0};
-use crate::firm::{person, Firm, CRM_TOKEN};
+use crate::firm::{person, Firm};
 
 const ADMIN: &str = "admin-token";
 const U1: &str = "u1-token";
@@ -38,62 +38,26 @@ fn digest(token: &str) -> String {
     synchub::api::token_digest(token)
 }
 
+/// The configuration of `crash.rs`, with calendar sync on, the schedule, and a token per
+/// principal.
 fn config(firm: &Firm, store: &std::path::Path, interval_secs: u64) -> String {
-    format!(
-        r#"
-[store]
-path = "{store}"
-
-[graph]
-authority = "{graph}"
-tenant = "firm"
-client_id = "synchub"
-client_secret = "secret"
-base = "{graph}/v1.0"
-
-[crm]
-base = "{crm}"
-token = "{CRM_TOKEN}"
-
-[calendar]
-enabled = true
-
-[schedule]
-interval_secs = {interval_secs}
-retries = 0
-
-[[api.tokens]]
-sha256 = "{admin}"
-role = "admin"
-
-[[api.tokens]]
-sha256 = "{u1}"
-role = "user"
-user = "u1"
-
-[[api.tokens]]
-sha256 = "{u2}"
-role = "user"
-user = "u2"
-
-[[api.tokens]]
-sha256 = "{u3}"
-role = "user"
-user = "u3"
-
-[[api.tokens]]
-sha256 = "{service}"
-role = "service"
-"#,
-        store = store.display(),
-        graph = firm.graph_url,
-        crm = firm.crm_url,
-        admin = digest(ADMIN),
-        u1 = digest(U1),
-        u2 = digest(U2),
-        u3 = digest(U3),
-        service = digest(SERVICE),
-    )
+    let mut text = crate::crash::config(firm, store);
+    text.push_str(&format!(
+        "\n[calendar]\nenabled = true\n\n[schedule]\ninterval_secs = {interval_secs}\nretries = 0\n"
+    ));
+    for (token, role, user) in [
+        (ADMIN, "admin", None),
+        (U1, "user", Some("u1")),
+        (U2, "user", Some("u2")),
+        (U3, "user", Some("u3")),
+        (SERVICE, "service", None),
+    ] {
+        text.push_str(&format!("\n[[api.tokens]]\nsha256 = \"{}\"\nrole = \"{role}\"\n", digest(token)));
+        if let Some(u) = user {
+            text.push_str(&format!("user = \"{u}\"\n"));
+        }
+    }
+    text
 }
 
 /// Start `synchub serve` on port 0, syncing every second; its first line of output names

@@ -23,7 +23,8 @@ impl Seeded {
     }
 }
 
-fn config(firm: &Firm, store: &std::path::Path) -> String {
+/// `synchub sync`'s configuration against the firm's emulators, the store in `store`.
+pub(crate) fn config(firm: &Firm, store: &std::path::Path) -> String {
     format!(
         r#"
 [store]

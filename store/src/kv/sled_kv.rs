@@ -52,13 +52,22 @@ impl SledKv {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         // Every batch is flushed before `apply` returns, so sled needs no background
-        // flusher (and closing the store releases its directory lock at once).
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(None)
-            .segment_size(SEGMENT_BYTES)
-            .cache_capacity(CACHE_BYTES)
-            .open()?;
+        // flusher. A store closed a moment ago in this process may still be held by one of
+        // sled's I/O threads: its directory lock is asked for again for up to a second.
+        let config =
+            sled::Config::new().path(dir).flush_every_ms(None).segment_size(SEGMENT_BYTES).cache_capacity(CACHE_BYTES);
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::Other && tries < 20 && e.to_string().contains("lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         let trees = Tree::ALL
             .iter()
             .map(|t| db.open_tree(if calendar_prefix(*t).is_some() { CALENDAR } else { t.name() }))
