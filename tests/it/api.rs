@@ -421,28 +421,13 @@ async fn serve_stops_cleanly_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_serves_a_seeded_synced_firm_and_prints_how_to_reach_it() {
     let dir = tempfile::tempdir().expect("dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_synchub"))
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--users", "25", "--contacts", "30", "--data"])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start synchub sandbox");
-    let stdout = child.stdout.take().expect("stdout");
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("a line");
-            let done = line.starts_with("ready in");
-            out.push(line);
-            if done {
-                break;
-            }
-        }
-        out
-    })
-    .await
-    .expect("task");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("a path");
+    let (child, lines) = start_until(
+        &["sandbox", "--listen", "127.0.0.1:0", "--users", "25", "--contacts", "30", "--data", data],
+        "ready in",
+    )
+    .await;
     let served = Served { child, base: String::new(), _dir: dir };
     assert!(lines[0].starts_with("synchub sandbox API on http://127.0.0.1:"), "the API's URL first: {lines:?}");
     assert!(lines[1].starts_with("Graph emulator on http://") && lines[2].starts_with("CRM emulator on http://"));
