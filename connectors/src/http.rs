@@ -4,6 +4,7 @@
 //! naming the field, never a panic).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -69,8 +70,22 @@ impl RetryPolicy {
             ErrorKind::Throttled { retry_after: Some(d) } => *d,
             _ => jitter(self.base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))),
         };
-        wait.min(self.max_wait)
+        let wait = wait.min(self.max_wait);
+        if matches!(kind, ErrorKind::Throttled { .. }) {
+            THROTTLE_WAITS.fetch_add(1, Ordering::Relaxed);
+            THROTTLE_MICROS.fetch_add(u64::try_from(wait.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+        wait
     }
+}
+
+static THROTTLE_WAITS: AtomicU64 = AtomicU64::new(0);
+static THROTTLE_MICROS: AtomicU64 = AtomicU64::new(0);
+
+/// The waits throttling services asked of this process's clients so far (429 or 503, SPEC
+/// A2), and their total length: for the hub's metrics.
+pub fn throttle_waits() -> (u64, Duration) {
+    (THROTTLE_WAITS.load(Ordering::Relaxed), Duration::from_micros(THROTTLE_MICROS.load(Ordering::Relaxed)))
 }
 
 /// `Retry-After` in (possibly decimal) seconds.

@@ -34,6 +34,10 @@ pub struct Metrics {
     held: Counter,
     errors: Family<Kind, Counter>,
     appointments: Family<Kind, Counter>,
+    throttle_waits: Counter,
+    throttle_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// What the connectors had counted at the last render.
+    seen: std::sync::Mutex<(u64, f64)>,
 }
 
 impl Default for Metrics {
@@ -59,7 +63,27 @@ impl Metrics {
         registry.register("errors", "Errors of runs, by kind", errors.clone());
         let appointments = Family::<Kind, Counter>::default();
         registry.register("appointments", "Appointment writes (created, updated, cancelled)", appointments.clone());
-        Metrics { registry, runs, duration, pushed, conflicts, held, errors, appointments }
+        let throttle_waits = Counter::default();
+        registry.register(
+            "throttle_waits",
+            "Waits a throttling Graph or CRM asked for (429/503)",
+            throttle_waits.clone(),
+        );
+        let throttle_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register("throttle_wait_seconds", "Time spent in those waits", throttle_seconds.clone());
+        Metrics {
+            registry,
+            runs,
+            duration,
+            pushed,
+            conflicts,
+            held,
+            errors,
+            appointments,
+            throttle_waits,
+            throttle_seconds,
+            seen: std::sync::Mutex::new((0, 0.0)),
+        }
     }
 
     /// Count one run: its outcome, duration, pushes per side, conflicts and appointment writes.
@@ -93,6 +117,13 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        {
+            let (waits, time) = synchub_connectors::http::throttle_waits();
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            self.throttle_waits.inc_by(waits.saturating_sub(seen.0));
+            self.throttle_seconds.inc_by((time.as_secs_f64() - seen.1).max(0.0));
+            *seen = (waits, time.as_secs_f64());
+        }
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
             tracing::warn!(error = %e, "encoding the metrics failed");
@@ -116,5 +147,6 @@ mod tests {
         assert!(text.contains("synchub_conflicts_total 1"), "{text}");
         assert!(text.contains(r#"synchub_errors_total{kind="throttled"} 1"#), "{text}");
         assert!(text.contains("synchub_run_duration_seconds_count 1"), "{text}");
+        assert!(text.contains("synchub_throttle_waits_total"), "{text}");
     }
 }

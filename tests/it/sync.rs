@@ -250,6 +250,15 @@ async fn a2_a4_the_scheduler_runs_every_user_and_a_throttled_side_is_waited_out(
     let history = firm.hub.history("u2").expect("history");
     assert_eq!(history.len(), 2, "each run is kept with its counts (A2)");
     assert_eq!(history[0].counts[1][0], 1, "the first run created Jane in the CRM");
+    // A5: the throttling waits show in the metrics.
+    let text = firm.hub.metrics().render();
+    let waits: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("synchub_throttle_waits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a throttle wait counter");
+    assert!(waits >= 1.0, "{text}");
+    assert!(text.contains(r#"synchub_runs_total{outcome="ok"}"#), "{text}");
 }
 
 /// One Outlook save replacing given name, surname and primary e-mail (SPEC C10).
