@@ -330,6 +330,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/users/{user}/unmatched-attendees/{email}", post(add_attendee))
         .route("/api/v1/users/{user}/conflicts", get(conflicts))
         .route("/api/v1/users/{user}/possible-duplicates", get(possible_duplicates))
+        .route("/api/v1/users/{user}/possible-duplicates/{id}/dismiss", post(dismiss_duplicate))
         .route("/api/v1/appointments", get(appointments))
         .route("/api/v1/appointments/{appt}", get(appointment))
         .route("/api/v1/appointments/{appt}/history", get(appointment_history))
@@ -364,6 +365,7 @@ pub fn router(api: Arc<Api>) -> Router {
         add_attendee,
         conflicts,
         possible_duplicates,
+        dismiss_duplicate,
         appointments,
         appointment,
         appointment_history
@@ -812,6 +814,38 @@ async fn possible_duplicates(
         })
         .await?;
     Ok(Json(paging.page(list)?))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/users/{user}/possible-duplicates/{id}/dismiss",
+    params(("user" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Discarded), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+async fn dismiss_duplicate(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path((user, id)): Path<(String, String)>,
+) -> ApiResult<Json<Discarded>> {
+    api.owner_or_admin(&headers, &user)?;
+    wait_idle(&api.hub, &user).await?;
+    let ident = id.clone();
+    let done = api
+        .blocking(move |hub| {
+            let key = hub
+                .possible_duplicates(&user)?
+                .into_iter()
+                .find(|d| DuplicateView::of(d, false).id == ident)
+                .map(|d| d.key);
+            match key {
+                Some(k) => Ok(hub.dismiss_duplicate(&user, &k)?),
+                None => Ok(false),
+            }
+        })
+        .await?;
+    if !done {
+        return Err(ApiError::not_found(format!("no possible duplicate {id}")));
+    }
+    Ok(Json(Discarded { id, status: "dismissed".into() }))
 }
 
 /// The appointment search's filters (SPEC K9).

@@ -207,6 +207,9 @@ fn apply_stored_settings(store: &Store, mut settings: ContactSettings) -> Contac
 /// The user setting holding the last run's possible duplicates.
 const DUPLICATES: &str = "possible_duplicates";
 
+/// The user setting holding the keys of dismissed possible duplicates.
+const DISMISSED: &str = "dismissed_duplicates";
+
 /// The user setting holding a held run.
 const HELD: &str = "held_run";
 /// The user setting naming the sides the next run restores.
@@ -792,7 +795,8 @@ impl Hub {
         // The candidates the identity match would not pair (SPEC C3) stay listed for review.
         if report.held.is_none() && !report.possible_duplicates.is_empty() {
             let mut all = self.possible_duplicates(&pair.key)?;
-            for d in &report.possible_duplicates {
+            let dismissed = self.dismissed(&pair.key)?;
+            for d in report.possible_duplicates.iter().filter(|d| !dismissed.contains(&d.key)) {
                 all.retain(|known| known.key != d.key);
                 all.push(d.clone());
             }
@@ -903,6 +907,37 @@ impl Hub {
             }
             _ => Ok(Vec::new()),
         }
+    }
+
+    /// The keys of `user`'s possible duplicates dismissed for good.
+    fn dismissed(&self, user: &str) -> Result<Vec<String>, HubError> {
+        match self.store.setting(Some(user), DISMISSED)? {
+            Some(bytes) if !bytes.is_empty() => {
+                serde_json::from_slice(&bytes).map_err(|e| HubError::Setting(format!("dismissed duplicates: {e}")))
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Keep a possible duplicate (by its key, SPEC C3) apart for good: it leaves the list and
+    /// is not listed again. `false` when `user` has no such candidate.
+    pub fn dismiss_duplicate(&self, user: &str, key: &str) -> Result<bool, HubError> {
+        let cell = self.user_cell(user);
+        let _running = cell.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.possible_duplicates(user)?;
+        let before = all.len();
+        all.retain(|d| d.key != key);
+        if all.len() == before {
+            return Ok(false);
+        }
+        let mut dismissed = self.dismissed(user)?;
+        dismissed.push(key.to_string());
+        let json = serde_json::to_vec(&dismissed).map_err(|e| HubError::Setting(e.to_string()))?;
+        self.store.set_setting(Some(user), DISMISSED, &json)?;
+        let json = serde_json::to_vec(&all).map_err(|e| HubError::Setting(e.to_string()))?;
+        self.store.set_setting(Some(user), DUPLICATES, &json)?;
+        tracing::info!(user, key, "possible duplicate dismissed: kept apart for good (SPEC C3)");
+        Ok(true)
     }
 
     /// `user`'s run history, oldest first.

@@ -383,6 +383,7 @@ async fn the_served_openapi_document_lists_every_route_of_this_version() {
         ("post", "/api/v1/users/{user}/unmatched-attendees/{email}"),
         ("get", "/api/v1/users/{user}/conflicts"),
         ("get", "/api/v1/users/{user}/possible-duplicates"),
+        ("post", "/api/v1/users/{user}/possible-duplicates/{id}/dismiss"),
         ("get", "/api/v1/users/{user}/contacts"),
         ("get", "/api/v1/users/{user}/contacts/{contact}"),
         ("get", "/api/v1/users/{user}/contacts/{contact}/history"),
@@ -520,6 +521,14 @@ async fn a4_x5_x6_c6_runs_plans_held_runs_and_switches_over_the_api() {
     assert!(dupes.1["items"][0]["reason"].as_str().is_some_and(|r| r.contains("twin@acme.example")), "{dupes:?}");
     assert_eq!(dupes.1["items"][0]["exchange"].as_array().map(Vec::len), Some(2));
     error(&c.get("/api/v1/users/u1/possible-duplicates", Some(U2)).await, StatusCode::FORBIDDEN, "forbidden");
+    // Dismissed: kept apart for good, not listed again by later runs.
+    let dupe = dupes.1["items"][0]["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/users/u1/possible-duplicates/{dupe}/dismiss");
+    error(&c.call(reqwest::Method::POST, &path, Some(U2), None).await, StatusCode::FORBIDDEN, "forbidden");
+    let dismissed = c.call(reqwest::Method::POST, &path, Some(U1), None).await;
+    assert_eq!((dismissed.0, &dismissed.1["status"]), (StatusCode::OK, &Value::from("dismissed")), "{dismissed:?}");
+    error(&c.call(reqwest::Method::POST, &path, Some(U1), None).await, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(c.get("/api/v1/users/u1/possible-duplicates", Some(U1)).await.1["items"], serde_json::json!([]));
 
     // C5: the same field edited on both sides is a recorded conflict.
     let crm_id = firm.crm_list(1).iter().find(|c| c.name.last == "Person2").expect("synced").contact_id.clone();
