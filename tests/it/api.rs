@@ -580,6 +580,25 @@ async fn a4_x5_x6_c6_runs_plans_held_runs_and_switches_over_the_api() {
     finished(&c, &r).await;
     assert_eq!(firm.outlook(1).len(), before, "Outlook restored from the document");
 
+    // Held again, and this time released: the deletes are carried out on the CRM side.
+    let restored: Vec<String> = firm.outlook(1).iter().filter_map(|c| c.id.clone()).take(20).collect();
+    for id in &restored {
+        firm.outlook_delete(1, id);
+    }
+    let crm_before = firm.crm_list(1).len();
+    let r = post("/api/v1/runs", ADMIN, serde_json::json!({"user": "u1"})).await.1["runs"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    finished(&c, &r).await;
+    let held = c.get("/api/v1/held", Some(ADMIN)).await.1["items"][0]["id"].as_str().expect("held again").to_string();
+    assert_eq!(firm.crm_list(1).len(), crm_before, "nothing written while held");
+    let released = c.call(reqwest::Method::POST, &format!("/api/v1/held/{held}/release"), Some(ADMIN), None).await;
+    assert_eq!((released.0, &released.1["status"]), (StatusCode::OK, &Value::from("ok")), "{released:?}");
+    assert_eq!(released.1["counts"]["crm"]["deleted"], 20, "{released:?}");
+    assert_eq!(firm.crm_list(1).len(), crm_before - 20, "the release carried the deletes out");
+    assert_eq!(c.get("/api/v1/held", Some(ADMIN)).await.1["items"], serde_json::json!([]));
+
     // C6: contact sync switched off for a user over the API; runs are refused until on again.
     let off = c
         .call(reqwest::Method::PATCH, "/api/v1/users/u2", Some(ADMIN), Some(serde_json::json!({"contact_sync": false})))
