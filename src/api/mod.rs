@@ -517,15 +517,7 @@ async fn users(
             let matched = hub.match_users()?;
             let mut out = Vec::new();
             for p in &matched.pairs {
-                let last = hub.history(&p.key)?.pop().map(|r| RunView::of(&r));
-                out.push(UserView {
-                    id: p.crm_user.clone(),
-                    email: p.address.clone(),
-                    display_name: p.address.clone(),
-                    contact_sync: hub.enabled(p),
-                    mailbox_matched: true,
-                    last_run: last,
-                });
+                out.push(UserView::of(&hub, p)?);
             }
             for m in &matched.unmatched_mailboxes {
                 out.push(UserView::unmatched(m));
@@ -734,7 +726,8 @@ async fn add_attendee(
             if let Err(e) = hub.sync_user(&pair) {
                 tracing::warn!(user = %pair.key, error = %e, "the run after adding an attendee failed");
             }
-            let found = hub.contacts(&pair.key)?.into_iter().find(|c| c.links[1].as_deref() == Some(cid.as_str()));
+            let view = hub.contacts_view(&pair.key)?;
+            let found = view.list.iter().find(|c| c.links[1].as_deref() == Some(cid.as_str())).cloned();
             found.ok_or_else(|| {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -749,7 +742,7 @@ async fn add_attendee(
 
 /// Whether `owner`'s contact `id` is Private (their operational views hide its values).
 fn private_ids(hub: &Hub, owner: &str) -> ApiResult<std::collections::HashSet<String>> {
-    Ok(hub.contacts(owner)?.into_iter().filter(|c| c.private).map(|c| c.id).collect())
+    Ok(hub.contacts_view(owner)?.list.iter().filter(|c| c.private).map(|c| c.id.clone()).collect())
 }
 
 #[utoipa::path(
@@ -795,10 +788,11 @@ async fn possible_duplicates(
         .blocking(move |hub| {
             // The items of Private contacts, whose address or name an administrator must not see.
             let private: std::collections::HashSet<String> = if admin {
-                hub.contacts(&user)?
-                    .into_iter()
+                hub.contacts_view(&user)?
+                    .list
+                    .iter()
                     .filter(|c| c.private)
-                    .flat_map(|c| c.links.into_iter().flatten())
+                    .flat_map(|c| c.links.iter().flatten().cloned())
                     .collect()
             } else {
                 Default::default()
@@ -1131,18 +1125,7 @@ async fn patch_user(
         let key = pair.key.clone();
         api.blocking(move |hub| Ok(hub.set_contact_sync(&key, on)?)).await?;
     }
-    api.blocking(move |hub| {
-        let last = hub.history(&pair.key)?.pop().map(|r| RunView::of(&r));
-        Ok(Json(UserView {
-            id: pair.crm_user.clone(),
-            email: pair.address.clone(),
-            display_name: pair.address.clone(),
-            contact_sync: hub.enabled(&pair),
-            mailbox_matched: true,
-            last_run: last,
-        }))
-    })
-    .await
+    api.blocking(move |hub| Ok(Json(UserView::of(&hub, &pair)?))).await
 }
 
 #[cfg(test)]

@@ -70,6 +70,18 @@ pub struct UserView {
 }
 
 impl UserView {
+    /// A matched user, with their last run.
+    pub fn of(hub: &crate::hub::Hub, pair: &crate::hub::UserPair) -> Result<UserView, crate::hub::HubError> {
+        Ok(UserView {
+            id: pair.crm_user.clone(),
+            email: pair.address.clone(),
+            display_name: pair.address.clone(),
+            contact_sync: hub.enabled(pair),
+            mailbox_matched: true,
+            last_run: hub.history(&pair.key)?.pop().map(|r| RunView::of(&r)),
+        })
+    }
+
     /// A mailbox with no CRM user, or a CRM user with no mailbox.
     pub fn unmatched(name: &str) -> UserView {
         UserView {

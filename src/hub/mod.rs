@@ -312,14 +312,7 @@ impl Hub {
     /// on: a config saying off later is logged and ignored, SPEC K1).
     pub fn with_calendar(mut self, settings: CalendarSettings) -> Result<Hub, HubError> {
         let enable = settings.enabled;
-        self.calendar = Calendar::new(
-            self.store.clone(),
-            self.graph.clone(),
-            self.crm.clone(),
-            self.rt.clone(),
-            settings,
-            self.clock.clone(),
-        );
+        self.calendar = self.new_calendar(settings);
         if enable {
             self.calendar.set_enabled(true)?;
         } else if self.calendar.enabled()? {
@@ -328,6 +321,18 @@ impl Hub {
             );
         }
         Ok(self)
+    }
+
+    /// A calendar over the hub's store, clients and clock.
+    fn new_calendar(&self, settings: CalendarSettings) -> Calendar {
+        Calendar::new(
+            self.store.clone(),
+            self.graph.clone(),
+            self.crm.clone(),
+            self.rt.clone(),
+            settings,
+            self.clock.clone(),
+        )
     }
 
     /// The calendar: settings, appointments, history, search, skipped items (SPEC K1–K12).
@@ -400,15 +405,8 @@ impl Hub {
 
     /// Use `clock` for run times (tests set time).
     pub fn with_clock(mut self, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>) -> Hub {
-        self.clock = clock.clone();
-        self.calendar = Calendar::new(
-            self.store.clone(),
-            self.graph.clone(),
-            self.crm.clone(),
-            self.rt.clone(),
-            self.calendar.settings().clone(),
-            clock,
-        );
+        self.clock = clock;
+        self.calendar = self.new_calendar(self.calendar.settings().clone());
         self
     }
 
