@@ -175,6 +175,25 @@ pub fn seed(size: Size, now: DateTime<Utc>, secret: &str) -> (GraphState, CrmSta
                 }
             }
         }
+        // One person each side knows by another address: not paired, listed as a possible
+        // duplicate for review (SPEC C3), the tour's merge.
+        let quinn = |email: &str| {
+            crate::model::ContactFields::new()
+                .with_text(Field::GivenName, "Morgan")
+                .with_text(Field::Surname, "Quinn")
+                .with_text(Field::Company, "Quinn & Partners")
+                .with_text(Field::Email1, email)
+        };
+        let item = graph_map::apply_fields(GraphContact::default(), &quinn("morgan.quinn@home.example"), |_| true);
+        if let Ok(body) = serde_json::to_value(&item) {
+            if graph.create_contact(&format!("m{u}"), "contacts", &body).is_ok() {
+                seeded.outlook_contacts += 1;
+            }
+        }
+        let c = crm_map::apply_firm(CrmContact::default(), &quinn("morgan@quinnpartners.example"), |_| true);
+        if crm.create_in_list(&user, CrmContact { entry: Some(Entry::default()), ..c }).is_ok() {
+            seeded.crm_entries += 1;
+        }
         // The calendar: flagged future meetings with a client, a colleague and an outsider;
         // one shared with the next user (one appointment, SPEC K12); and what must be
         // skipped: unflagged, recurring, private and past meetings.

@@ -21,7 +21,8 @@ use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
 
 use crate::calendar::{CalendarError, Search};
-use crate::hub::{Hub, HubError};
+use crate::hub::{Hub, HubError, UserPair};
+use crate::merge::join::JoinError;
 pub use shapes::*;
 
 /// Who a token speaks for.
@@ -99,7 +100,15 @@ impl From<HubError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", e.to_string())
             }
             e @ HubError::Held(..) => ApiError::new(StatusCode::CONFLICT, "run_held", e.to_string()),
-            e @ HubError::NotHeld(_) => ApiError::not_found(e.to_string()),
+            e @ (HubError::NotHeld(_) | HubError::NotFound(_)) => ApiError::not_found(e.to_string()),
+            HubError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", m),
+            HubError::Join(j) => match *j {
+                JoinError::Pending(_) => ApiError::new(StatusCode::CONFLICT, "write_pending", j.to_string()),
+                JoinError::NotLinked { .. } | JoinError::AlreadyOne(..) => {
+                    ApiError::new(StatusCode::CONFLICT, "duplicate_changed", j.to_string())
+                }
+                JoinError::Merge(_) => ApiError::internal(j.to_string()),
+            },
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -330,6 +339,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/users/{user}/unmatched-attendees/{email}", post(add_attendee))
         .route("/api/v1/users/{user}/conflicts", get(conflicts))
         .route("/api/v1/users/{user}/possible-duplicates", get(possible_duplicates))
+        .route("/api/v1/users/{user}/possible-duplicates/{id}/merge", post(merge_duplicate))
         .route("/api/v1/users/{user}/possible-duplicates/{id}/dismiss", post(dismiss_duplicate))
         .route("/api/v1/appointments", get(appointments))
         .route("/api/v1/appointments/{appt}", get(appointment))
@@ -365,6 +375,7 @@ pub fn router(api: Arc<Api>) -> Router {
         add_attendee,
         conflicts,
         possible_duplicates,
+        merge_duplicate,
         dismiss_duplicate,
         appointments,
         appointment,
@@ -397,7 +408,9 @@ pub fn router(api: Arc<Api>) -> Router {
         UserPatch,
         Discarded,
         ConflictView,
-        DuplicateView
+        DuplicateView,
+        MergeRequest,
+        Merged
     ))
 )]
 pub struct ApiDoc;
@@ -811,6 +824,65 @@ async fn possible_duplicates(
 }
 
 #[utoipa::path(
+    post, path = "/api/v1/users/{user}/possible-duplicates/{id}/merge",
+    params(("user" = String, Path), ("id" = String, Path)), request_body(content = Option<MergeRequest>),
+    responses(
+        (status = 200, body = Merged), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)
+    )
+)]
+async fn merge_duplicate(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path((user, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Merged>> {
+    api.owner_or_admin(&headers, &user)?;
+    // The body is optional: it names the two items when the group has more than one on a side.
+    let req: MergeRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        MergeRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("the body: {e}")))?
+    };
+    let pair = pair_of(&api, &user).await?;
+    wait_idle(&api.hub, &user).await?;
+    let ident = id.clone();
+    let u = user.clone();
+    let joined = api
+        .blocking(move |hub| {
+            let key = hub
+                .possible_duplicates(&u)?
+                .into_iter()
+                .find(|d| DuplicateView::of(d, false).id == ident)
+                .map(|d| d.key)
+                .ok_or_else(|| ApiError::not_found(format!("no possible duplicate {ident}")))?;
+            Ok(hub.merge_duplicate(&u, &key, req.exchange.as_deref(), req.crm.as_deref())?)
+        })
+        .await?;
+    // The next run writes the merge out to both sides: it starts now.
+    let run = match api.hub.enabled(&pair) {
+        true => Some(RunView::running(&pair.key, spawn_run(&api, &pair))),
+        false => None,
+    };
+    let id = joined.keep.to_string();
+    // The owner sees the merged contact; an administrator, who does not read users' contacts
+    // (SPEC P3), sees the ids and links only.
+    let contact = match api.principal(&headers)? {
+        Principal::User(_) => Some(visible_contact(&api, &headers, &user, &id).await?),
+        _ => None,
+    };
+    let [exchange, crm] = joined.links.map(|l| l.map(|i| i.as_str().to_string()));
+    Ok(Json(Merged {
+        id,
+        links: Links { exchange, crm },
+        contact,
+        removed: joined.gone.to_string(),
+        conflicts: joined.conflicts.len(),
+        run,
+    }))
+}
+
+#[utoipa::path(
     post, path = "/api/v1/users/{user}/possible-duplicates/{id}/dismiss",
     params(("user" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = Discarded), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
@@ -1002,23 +1074,27 @@ async fn start_runs(
                 format!("contact sync is off for {user} (SPEC C6)"),
             ));
         }
-        // One run per user: a run in flight is the answer (API.md "Concurrency").
-        let at = match api.hub.claim(&pair.key) {
-            Ok(at) => {
-                let hub = api.hub.clone();
-                let p = pair.clone();
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = hub.sync_claimed(&p, at) {
-                        tracing::warn!(user = %p.key, error = %e, "a run started over the API failed");
-                    }
-                });
-                at
-            }
-            Err(at) => at,
-        };
-        started.push(RunView::running(&pair.key, at));
+        started.push(RunView::running(&pair.key, spawn_run(&api, &pair)));
     }
     Ok((StatusCode::ACCEPTED, Json(RunsStarted { runs: started })))
+}
+
+/// Start `pair`'s run in the background; one run per user, so a run in flight is the answer
+/// (API.md "Concurrency"). Returns when the run (started, or in flight) began.
+fn spawn_run(api: &Api, pair: &UserPair) -> chrono::DateTime<chrono::Utc> {
+    match api.hub.claim(&pair.key) {
+        Ok(at) => {
+            let hub = api.hub.clone();
+            let p = pair.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = hub.sync_claimed(&p, at) {
+                    tracing::warn!(user = %p.key, error = %e, "a run started over the API failed");
+                }
+            });
+            at
+        }
+        Err(at) => at,
+    }
 }
 
 #[utoipa::path(

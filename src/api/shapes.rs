@@ -224,6 +224,34 @@ pub struct UserPatch {
     pub contact_sync: Option<bool>,
 }
 
+/// Which two items of a possible duplicate to merge (needed when it has more than one on a
+/// side).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeRequest {
+    /// The Outlook item.
+    pub exchange: Option<String>,
+    /// The CRM item.
+    pub crm: Option<String>,
+}
+
+/// A possible duplicate merged (SPEC C3).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Merged {
+    /// The hub id of the contact that holds both items now.
+    pub id: String,
+    /// Its Outlook and CRM items.
+    pub links: Links,
+    /// The contact, for its owner (administrators do not read users' contacts, SPEC P3).
+    pub contact: Option<ContactShape>,
+    /// The hub id of the contact merged into it (its copies are deleted by the run).
+    pub removed: String,
+    /// Same-field conflicts resolved by the merge (listed with the user's conflicts).
+    pub conflicts: usize,
+    /// The run that writes the merge to both sides (none while contact sync is off).
+    pub run: Option<RunView>,
+}
+
 /// A held run dropped.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Discarded {

@@ -22,8 +22,9 @@ use crate::calendar::{CalUser, Calendar, CalendarError, CalendarReport, Calendar
 use crate::connect::crm::CrmSide;
 use crate::connect::graph::GraphSide;
 use crate::engine::{encode_record, read_journal, run_user, EngineError, Held, Planned, RunOptions, RunReport};
+use crate::merge::join::JoinError;
 use crate::merge::{RunCtx, UserReplica};
-use crate::model::{Field, FieldSet, Side};
+use crate::model::{Field, FieldSet, ItemId, Side};
 pub use config::{Config, ContactSettings, ReusePolicy};
 
 /// A mailbox and the CRM user whose list mirrors it.
@@ -101,6 +102,12 @@ pub enum HubError {
     Setting(String),
     #[error(transparent)]
     Calendar(#[from] CalendarError),
+    #[error("{0}")]
+    Join(Box<JoinError>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// How a run is made.
@@ -602,6 +609,80 @@ impl Hub {
         self.store.set_setting(Some(user), HELD, b"")?;
         tracing::info!(user, "held run discarded; the next run restores {:?} from the document", held.held.sides);
         Ok(())
+    }
+
+    /// Merge possible duplicate `key` of `user` (SPEC C3): its Outlook item and its CRM
+    /// item become one contact, their fields resolved as a run resolves a same-field
+    /// conflict (the conflicts are recorded), and the copies the hub made of each are
+    /// deleted by the next run. A group with more than one item on a side needs `exchange`
+    /// and `crm` to say which two. The rest of the group stays listed while it still has
+    /// items on both sides.
+    pub fn merge_duplicate(
+        &self,
+        user: &str,
+        key: &str,
+        exchange: Option<&str>,
+        crm: Option<&str>,
+    ) -> Result<crate::merge::join::Joined, HubError> {
+        let cell = self.user_cell(user);
+        let mut cache = cell.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.possible_duplicates(user)?;
+        let Some(at) = all.iter().position(|d| d.key == key) else {
+            return Err(HubError::NotFound(format!("{user} has no possible duplicate {key}")));
+        };
+        let pick = |side: Side, items: &[ItemId], chosen: Option<&str>| -> Result<ItemId, HubError> {
+            match (chosen, items) {
+                (Some(c), _) => items.iter().find(|i| i.as_str() == c).cloned().ok_or_else(|| {
+                    HubError::Invalid(format!(
+                        "`{}`: {c} is not one of this possible duplicate's {side} items",
+                        side.name()
+                    ))
+                }),
+                (None, [one]) => Ok(one.clone()),
+                (None, []) => Err(HubError::Invalid(format!("this possible duplicate has no {side} item to merge"))),
+                (None, _) => Err(HubError::Invalid(format!(
+                    "this possible duplicate has {} {side} items: say which one in `{}`",
+                    items.len(),
+                    side.name()
+                ))),
+            }
+        };
+        let group = &all[at];
+        let (e, c) = (pick(Side::Exchange, &group.exchange, exchange)?, pick(Side::Crm, &group.crm, crm)?);
+        // The kept replica may be ahead of nothing but must not be behind the store: load it.
+        cache.replica = None;
+        let mut replica = UserReplica::load(&self.store, user).map_err(EngineError::from)?;
+        let now = (self.clock)();
+        let joined = match crate::merge::join::join(&mut replica, &e, &c, [self.fields(); 2], now) {
+            Ok(j) => j,
+            Err(err @ (JoinError::AlreadyOne(..) | JoinError::NotLinked { .. })) => {
+                // Stale (merged before, or an item went since the run that listed it): the
+                // group leaves the list, and the caller is told why.
+                all.remove(at);
+                let json = serde_json::to_vec(&all).map_err(|e| HubError::Setting(e.to_string()))?;
+                self.store.set_setting(Some(user), DUPLICATES, &json)?;
+                return Err(HubError::Join(Box::new(err)));
+            }
+            Err(err) => return Err(HubError::Join(Box::new(err))),
+        };
+        let mut write = replica.take_write().map_err(EngineError::from)?;
+        for conflict in &joined.conflicts {
+            write.journal(crate::engine::CONFLICT, now.timestamp_millis(), crate::engine::encode_record(conflict)?);
+        }
+        self.store.commit(user, write)?;
+        self.changed(user);
+        cache.replica = Some(replica);
+        let group = &mut all[at];
+        group.exchange.retain(|i| *i != e);
+        group.crm.retain(|i| *i != c);
+        if group.exchange.is_empty() || group.crm.is_empty() {
+            all.remove(at);
+        }
+        let json = serde_json::to_vec(&all).map_err(|e| HubError::Setting(e.to_string()))?;
+        self.store.set_setting(Some(user), DUPLICATES, &json)?;
+        tracing::info!(user, key, exchange = %e, crm = %c, contact = %joined.keep, removed = %joined.gone,
+            conflicts = joined.conflicts.len(), "possible duplicate merged (SPEC C3); the next run writes it out");
+        Ok(joined)
     }
 
     /// `user`'s held run, if any.

@@ -8,6 +8,7 @@
 
 mod doc;
 pub mod history;
+pub mod join;
 pub mod materialise;
 mod observe;
 mod run;

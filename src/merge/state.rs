@@ -218,6 +218,30 @@ impl UserReplica {
         self.side_mut(side).put_entry(hub, entry);
     }
 
+    /// Give `a` and `b` new entries on `side` at once (a join swaps their links): the
+    /// reverse links follow, whichever items they held before.
+    pub fn swap_entries(
+        &mut self,
+        side: Side,
+        a: HubContactId,
+        a_entry: Option<SideEntry>,
+        b: HubContactId,
+        b_entry: Option<SideEntry>,
+    ) {
+        let state = self.side_mut(side);
+        for hub in [a, b] {
+            if let Some(item) = state.entries.remove(&hub).and_then(|e| e.item) {
+                state.by_item.remove(&item);
+            }
+        }
+        for (hub, entry) in [(a, a_entry), (b, b_entry)] {
+            if let Some(entry) = entry {
+                state.put_entry(hub, entry);
+            }
+        }
+        self.dirty_entries.extend([a, b]);
+    }
+
     /// Set or clear the intent of `hub` on `side`.
     pub fn set_intent(&mut self, side: Side, hub: HubContactId, intent: Option<Intent>) {
         let intents = &mut self.side_mut(side).intents;

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use synchub::model::Field;
 use synchub_connectors::crm::wire::{Contact as CrmContact, Entry};
+use synchub_connectors::graph::props::CRM_CONTACT_ID;
 
 use crate::calendar::{at, meeting, put, t0};
 use crate::firm::{person, Firm};
@@ -358,6 +359,120 @@ async fn p1_p3_every_route_answers_each_role_as_api_md_says() {
     );
 }
 
+/// SPEC C3, X2, X9: a possible duplicate merged on review becomes one contact on both
+/// sides: the Outlook original and the CRM original are kept, linked and re-stamped, the
+/// copies the hub made of each are deleted, and a same-field conflict is resolved and
+/// recorded as a run would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c3_a_possible_duplicate_merged_over_the_api_is_one_contact_on_both_sides() {
+    let firm = Firm::start(1, Default::default()).await;
+    // The same name, two addresses: the identity match does not pair them.
+    let mut max = person("Max", "Mustermann", "Acme", "max@home.example");
+    max.set(Field::JobTitle, Some(synchub::model::FieldValue::Text("Counsel".into())));
+    let outlook_max = firm.outlook_add(1, &max);
+    let crm_max = firm.crm_add(1, &person("Max", "Mustermann", "Acme", "max@acme.example"));
+    // Two Outlook items and one CRM item with one address: which two must be said.
+    let twins: Vec<String> = ["Twin", "Twain"]
+        .iter()
+        .map(|surname| firm.outlook_add(1, &person("Tess", surname, "Acme", "twin@acme.example")))
+        .collect();
+    let crm_twin = firm.crm_add(1, &person("Tess", "Twin", "Acme", "twin@acme.example"));
+    let served = serve_every(&firm, 3600).await;
+    let c = Client { http: client(), base: served.base.clone() };
+    eventually("the first cycle", async || {
+        c.get("/api/v1/runs?user=u1", Some(ADMIN)).await.1["items"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    assert_eq!((firm.outlook(1).len(), firm.crm_list(1).len()), (5, 5), "both kept apart, copied across");
+    let dupes = c.get("/api/v1/users/u1/possible-duplicates", Some(U1)).await.1["items"].clone();
+    let id_of = |needle: &str| {
+        dupes
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["reason"].as_str().is_some_and(|r| r.contains(needle))))
+            .and_then(|d| d["id"].as_str())
+            .unwrap_or_else(|| panic!("no possible duplicate for {needle}: {dupes:?}"))
+            .to_string()
+    };
+    let (max_id, twin_id) = (id_of("mustermann"), id_of("twin@acme.example"));
+    let merge = |id: &str| format!("/api/v1/users/u1/possible-duplicates/{id}/merge");
+    let post = async |path: &str, token: &str, body: Option<Value>| {
+        c.call(reqwest::Method::POST, path, Some(token), body).await
+    };
+
+    // Who may, and what is refused: the group of three needs the two named.
+    error(&post(&merge(&max_id), U3, None).await, StatusCode::FORBIDDEN, "forbidden");
+    error(&post(&merge(&max_id), U2, None).await, StatusCode::FORBIDDEN, "forbidden");
+    error(&post(&merge("nope"), U1, None).await, StatusCode::NOT_FOUND, "not_found");
+    error(&post(&merge(&twin_id), U1, None).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let bogus = serde_json::json!({"exchange": "not-an-item", "crm": crm_twin});
+    error(&post(&merge(&twin_id), U1, Some(bogus)).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let unknown = serde_json::json!({"outlook": twins[0]});
+    error(&post(&merge(&twin_id), U1, Some(unknown)).await, StatusCode::BAD_REQUEST, "invalid_request");
+
+    let merged = post(&merge(&max_id), U1, None).await;
+    assert_eq!(merged.0, StatusCode::OK, "{merged:?}");
+    let contact = &merged.1["contact"];
+    assert_eq!(
+        (contact["links"]["exchange"].as_str(), contact["links"]["crm"].as_str()),
+        (Some(&*outlook_max), Some(&*crm_max))
+    );
+    // Both written in the first run, a tie: the CRM's address wins (X2); the title only
+    // Outlook had is kept.
+    assert_eq!(contact["fields"]["email1"], "max@acme.example", "{merged:?}");
+    assert_eq!(contact["fields"]["job_title"], "Counsel");
+    assert_eq!(merged.1["conflicts"], 1);
+    let done = finished(&c, merged.1["run"]["id"].as_str().expect("a run writes it out")).await;
+    assert_eq!(done["status"], "ok", "{done:?}");
+    for side in ["exchange", "crm"] {
+        assert_eq!(
+            (done["counts"][side]["updated"].as_u64(), done["counts"][side]["deleted"].as_u64()),
+            (Some(1), Some(1)),
+            "{side}: {done:?}"
+        );
+    }
+
+    firm.assert_mirrored(1);
+    let outlook: Vec<_> = firm.outlook(1).into_iter().filter(|i| i.surname.as_deref() == Some("Mustermann")).collect();
+    let crm: Vec<_> = firm.crm_list(1).into_iter().filter(|i| i.name.last == "Mustermann").collect();
+    assert_eq!((outlook.len(), crm.len()), (1, 1), "one Max on each side");
+    assert_eq!(outlook[0].id.as_deref(), Some(&*outlook_max), "the Outlook original is kept");
+    assert_eq!(crm[0].contact_id, crm_max, "the CRM original is kept");
+    assert_eq!(outlook[0].extended(CRM_CONTACT_ID), Some(crm_max.as_str()), "stamped with its new peer (X9)");
+    let hub = contact["id"].as_str().expect("hub id");
+    assert_eq!(crm[0].entry.as_ref().and_then(|e| e.external_ref.as_deref()), Some(hub));
+    let conflicts = c.get("/api/v1/users/u1/conflicts", Some(U1)).await.1["items"].clone();
+    assert!(
+        conflicts.as_array().is_some_and(|a| a.iter().any(|x| x["field"] == "email1" && x["winner"] == "crm")),
+        "{conflicts:?}"
+    );
+    // Merged once: gone from the list, and a second merge finds nothing.
+    error(&post(&merge(&max_id), U1, None).await, StatusCode::NOT_FOUND, "not_found");
+
+    // The group of three, with the two named: what is left of it is one-sided, not listed.
+    let named = serde_json::json!({"exchange": twins[0], "crm": crm_twin});
+    let merged = post(&merge(&twin_id), ADMIN, Some(named)).await;
+    assert_eq!(merged.0, StatusCode::OK, "{merged:?}");
+    // An administrator is told the ids and links, not the contact's values (SPEC P3).
+    assert_eq!((merged.1["contact"].is_null(), &merged.1["links"]["crm"]), (true, &Value::from(crm_twin.clone())));
+    finished(&c, merged.1["run"]["id"].as_str().expect("a run")).await;
+    assert_eq!(c.get("/api/v1/users/u1/possible-duplicates", Some(U1)).await.1["items"], serde_json::json!([]));
+    firm.assert_mirrored(1);
+    assert_eq!((firm.outlook(1).len(), firm.crm_list(1).len()), (3, 3), "Max, Tess Twin and Tess Twain");
+    // Equal values, so only the stamps were written: each names the other and the contact.
+    let tess = firm.outlook(1).into_iter().find(|i| i.id.as_deref() == Some(&*twins[0])).expect("kept");
+    assert_eq!(tess.extended(CRM_CONTACT_ID), Some(crm_twin.as_str()));
+    let tess = firm.crm_list(1).into_iter().find(|i| i.contact_id == crm_twin).expect("kept");
+    assert_eq!(tess.entry.and_then(|e| e.external_ref), merged.1["id"].as_str().map(str::to_string));
+    // Nothing bounces back afterwards.
+    let quiet = post("/api/v1/runs", U1, Some(serde_json::json!({}))).await;
+    let quiet = finished(&c, quiet.1["runs"][0]["id"].as_str().expect("run")).await;
+    for side in ["exchange", "crm"] {
+        for n in ["created", "updated", "deleted"] {
+            assert_eq!(quiet["counts"][side][n], 0, "{side} {n}: {quiet:?}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_openapi_document_lists_every_route_of_this_version() {
     let firm = Firm::start(1, Default::default()).await;
@@ -383,6 +498,7 @@ async fn the_served_openapi_document_lists_every_route_of_this_version() {
         ("post", "/api/v1/users/{user}/unmatched-attendees/{email}"),
         ("get", "/api/v1/users/{user}/conflicts"),
         ("get", "/api/v1/users/{user}/possible-duplicates"),
+        ("post", "/api/v1/users/{user}/possible-duplicates/{id}/merge"),
         ("post", "/api/v1/users/{user}/possible-duplicates/{id}/dismiss"),
         ("get", "/api/v1/users/{user}/contacts"),
         ("get", "/api/v1/users/{user}/contacts/{contact}"),
@@ -769,6 +885,8 @@ async fn p3_the_authorization_matrix_of_every_role_and_route() {
         ("GET", "/api/v1/users/u1/contacts", None, [NO, OK, OK, NO, OK]),
         ("GET", "/api/v1/users/u1/conflicts", None, [OK, OK, NO, NO, NO]),
         ("GET", "/api/v1/users/u1/possible-duplicates", None, [OK, OK, NO, NO, NO]),
+        ("POST", "/api/v1/users/u1/possible-duplicates/none/merge", None, [404, 404, NO, NO, NO]),
+        ("POST", "/api/v1/users/u1/possible-duplicates/none/dismiss", None, [404, 404, NO, NO, NO]),
         ("GET", "/api/v1/users/u1/calendar/skipped", None, [OK, OK, NO, NO, NO]),
         ("GET", "/api/v1/users/u1/unmatched-attendees", None, [NO, OK, NO, NO, NO]),
         ("GET", "/api/v1/appointments", None, [OK, OK, OK, OK, OK]),
