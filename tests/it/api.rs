@@ -872,8 +872,23 @@ async fn p3_the_authorization_matrix_of_every_role_and_route() {
     .await;
     const OK: u16 = 200;
     const NO: u16 = 403;
-    // (method, path, body, [admin, u1 (owner), u2 (proxy of u1), u3, service])
+    const NONE: u16 = 404;
+    let jane =
+        c.get("/api/v1/users/u1/contacts", Some(U1)).await.1["items"][0]["id"].as_str().expect("Jane").to_string();
+    let contact = format!("/api/v1/users/u1/contacts/{jane}");
+    let history = format!("{contact}/history");
+    // (method, path, body, [admin, u1 (owner), u2 (proxy of u1), u3, service]); 404 where
+    // the principal may ask but there is no such thing.
     let routes: Vec<(&str, &str, Option<Value>, [u16; 5])> = vec![
+        ("POST", "/api/v1/runs", Some(serde_json::json!({"user": "u1"})), [202, 202, NO, NO, NO]),
+        ("GET", "/api/v1/runs/u1.1", None, [NONE, NONE, NO, NO, NO]),
+        ("POST", "/api/v1/held/u1.1/release", None, [NONE, NO, NO, NO, NO]),
+        ("POST", "/api/v1/held/u1.1/discard", None, [NONE, NO, NO, NO, NO]),
+        ("GET", &contact, None, [NO, OK, OK, NO, OK]),
+        ("GET", &history, None, [NO, OK, OK, NO, OK]),
+        ("POST", "/api/v1/users/u1/unmatched-attendees/nobody@x.example", None, [NO, NONE, NO, NO, NO]),
+        ("GET", "/api/v1/appointments/nope", None, [NONE; 5]),
+        ("GET", "/api/v1/appointments/nope/history", None, [NONE; 5]),
         ("GET", "/api/v1/settings", None, [OK, NO, NO, NO, NO]),
         ("GET", "/api/v1/users", None, [OK, NO, NO, NO, NO]),
         ("GET", "/api/v1/runs", None, [OK, OK, OK, OK, NO]),
