@@ -100,6 +100,7 @@ fn main() {
         took
     };
     let initial = cycle("initial");
+    let initial_peak = peak_rss_mib();
     let settle = cycle("settle");
     println!(
         "initial sync of {n} users: {:.2} s (then the echo cycle: {:.2} s)",
@@ -107,7 +108,7 @@ fn main() {
         settle.as_secs_f64()
     );
     println!(
-        "peak RSS of the hub process after the initial sync: {:.0} MiB (now {:.0} MiB)",
+        "peak RSS of the hub process during the initial sync: {initial_peak:.0} MiB; after the echo cycle: {:.0} MiB (now {:.0} MiB)",
         peak_rss_mib(),
         rss_mib()
     );
