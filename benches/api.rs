@@ -34,6 +34,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
+    synchub::alloc::tune();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
     let (graph_state, crm_state, seeded) = sandbox::seed(Size { users: 1, contacts: 2_000 }, chrono::Utc::now(), "s");

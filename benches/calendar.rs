@@ -180,6 +180,7 @@ fn ready(rt: &tokio::runtime::Runtime) -> Ready {
 }
 
 fn cycles(c: &mut Criterion) {
+    synchub::alloc::tune();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let mut group = c.benchmark_group("calendar");
     group.sample_size(10).measurement_time(Duration::from_secs(30));

@@ -68,6 +68,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
+    tune();
     if std::env::var_os("SYNCHUB_BENCH_EMULATORS").is_some() {
         return emulators();
     }

@@ -118,3 +118,11 @@ pub fn crm_edit(crm: &mut CrmState, cid: &str, n: usize) {
     let next = crm_map::apply_firm(current.clone(), &fields, |f| f == Field::Department);
     crm.update_contact(cid, current.version, next).expect("edit");
 }
+
+/// The binary's allocator settings ([`synchub::alloc::tune`]); `SYNCHUB_BENCH_NO_TUNE=1`
+/// measures mimalloc's defaults instead.
+pub fn tune() {
+    if std::env::var_os("SYNCHUB_BENCH_NO_TUNE").is_none() {
+        synchub::alloc::tune();
+    }
+}

@@ -17,6 +17,7 @@ mod firm_support;
 use firm_support::*;
 
 fn one_user(c: &mut Criterion) {
+    tune();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     c.bench_function("sync_initial_one_user_1000_plus_1000", |b| {
         b.iter_batched(

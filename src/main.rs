@@ -112,6 +112,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    synchub::alloc::tune();
     // RUST_LOG filters (default `warn`); SYNCHUB_LOG_FORMAT=json writes one JSON object a line.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     if std::env::var("SYNCHUB_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {

@@ -77,6 +77,11 @@ impl CrmSide {
         CrmSide { client, rt, user: user.to_string(), set, seen: Seen::default() }
     }
 
+    /// Forget the contacts read (a later update of one reads the list again).
+    pub fn forget_items(&mut self) {
+        self.seen.clear();
+    }
+
     /// Read the whole list again (the CRM has no single-contact read): for items not seen
     /// since the hub started, and for read-backs.
     fn relist(&mut self) -> Result<(), ConnectorError> {

@@ -794,6 +794,11 @@ impl Hub {
             if mode != RunMode::DryRun && report.held.is_none() && written <= BIG_RUN {
                 cache.replica = Some(replica);
             }
+            if written > BIG_RUN {
+                // What the CRM holds of a big run's writes comes back in the next pull (as
+                // echoes), which reads it afresh: nothing is gained by keeping it meanwhile.
+                crm.forget_items();
+            }
             graph.forget_items();
             cache.sides = Some((graph, crm));
             report

@@ -13,7 +13,7 @@ const SEGMENT_BYTES: usize = 64 * 1024;
 
 /// sled's page cache (its default is 1 GiB, which it grows into): the hub keeps each user's
 /// replica in memory itself and reads the store mostly at start, so a small cache is enough.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// sled-backed key-value store. sled locks its directory: one process at a time.
 ///
