@@ -850,11 +850,7 @@ async fn merge_duplicate(
     let u = user.clone();
     let joined = api
         .blocking(move |hub| {
-            let key = hub
-                .possible_duplicates(&u)?
-                .into_iter()
-                .find(|d| DuplicateView::of(d, false).id == ident)
-                .map(|d| d.key)
+            let key = duplicate_key(&hub, &u, &ident)?
                 .ok_or_else(|| ApiError::not_found(format!("no possible duplicate {ident}")))?;
             Ok(hub.merge_duplicate(&u, &key, req.exchange.as_deref(), req.crm.as_deref())?)
         })
@@ -897,11 +893,7 @@ async fn dismiss_duplicate(
     let ident = id.clone();
     let done = api
         .blocking(move |hub| {
-            let key = hub
-                .possible_duplicates(&user)?
-                .into_iter()
-                .find(|d| DuplicateView::of(d, false).id == ident)
-                .map(|d| d.key);
+            let key = duplicate_key(&hub, &user, &ident)?;
             match key {
                 Some(k) => Ok(hub.dismiss_duplicate(&user, &k)?),
                 None => Ok(false),
@@ -1077,6 +1069,11 @@ async fn start_runs(
         started.push(RunView::running(&pair.key, spawn_run(&api, &pair)));
     }
     Ok((StatusCode::ACCEPTED, Json(RunsStarted { runs: started })))
+}
+
+/// The key of `user`'s possible duplicate whose API id is `id`, if there is one.
+fn duplicate_key(hub: &Hub, user: &str, id: &str) -> Result<Option<String>, HubError> {
+    Ok(hub.possible_duplicates(user)?.into_iter().find(|d| DuplicateView::of(d, false).id == id).map(|d| d.key))
 }
 
 /// Start `pair`'s run in the background; one run per user, so a run in flight is the answer
