@@ -649,9 +649,12 @@ impl Hub {
         };
         let group = &all[at];
         let (e, c) = (pick(Side::Exchange, &group.exchange, exchange)?, pick(Side::Crm, &group.crm, crm)?);
-        // The kept replica may be ahead of nothing but must not be behind the store: load it.
-        cache.replica = None;
-        let mut replica = UserReplica::load(&self.store, user).map_err(EngineError::from)?;
+        // A kept replica equals the store (only a run that committed keeps one); after an
+        // error below it is dropped, and the next run loads the user again.
+        let mut replica = match cache.replica.take() {
+            Some(r) => r,
+            None => UserReplica::load(&self.store, user).map_err(EngineError::from)?,
+        };
         let now = (self.clock)();
         let joined = match crate::merge::join::join(&mut replica, &e, &c, [self.fields(); 2], now) {
             Ok(j) => j,
@@ -659,8 +662,7 @@ impl Hub {
                 // Stale (merged before, or an item went since the run that listed it): the
                 // group leaves the list, and the caller is told why.
                 all.remove(at);
-                let json = serde_json::to_vec(&all).map_err(|e| HubError::Setting(e.to_string()))?;
-                self.store.set_setting(Some(user), DUPLICATES, &json)?;
+                self.set_duplicates(user, &all)?;
                 return Err(HubError::Join(Box::new(err)));
             }
             Err(err) => return Err(HubError::Join(Box::new(err))),
@@ -678,8 +680,7 @@ impl Hub {
         if group.exchange.is_empty() || group.crm.is_empty() {
             all.remove(at);
         }
-        let json = serde_json::to_vec(&all).map_err(|e| HubError::Setting(e.to_string()))?;
-        self.store.set_setting(Some(user), DUPLICATES, &json)?;
+        self.set_duplicates(user, &all)?;
         tracing::info!(user, key, exchange = %e, crm = %c, contact = %joined.keep, removed = %joined.gone,
             conflicts = joined.conflicts.len(), "possible duplicate merged (SPEC C3); the next run writes it out");
         Ok(joined)
@@ -884,8 +885,7 @@ impl Hub {
                 all.retain(|known| known.key != d.key);
                 all.push(d.clone());
             }
-            let json = serde_json::to_vec(&all).map_err(|e| HubError::Setting(e.to_string()))?;
-            self.store.set_setting(Some(&pair.key), DUPLICATES, &json)?;
+            self.set_duplicates(&pair.key, &all)?;
         }
         if let Some(held) = &report.held {
             let run = HeldRun { at: started, held: held.clone(), plan: report.plan.clone() };
@@ -993,6 +993,12 @@ impl Hub {
         }
     }
 
+    /// Store `user`'s list of possible duplicates.
+    fn set_duplicates(&self, user: &str, all: &[crate::engine::matching::PossibleDuplicate]) -> Result<(), HubError> {
+        let json = serde_json::to_vec(all).map_err(|e| HubError::Setting(e.to_string()))?;
+        Ok(self.store.set_setting(Some(user), DUPLICATES, &json)?)
+    }
+
     /// The keys of `user`'s possible duplicates dismissed for good.
     fn dismissed(&self, user: &str) -> Result<Vec<String>, HubError> {
         match self.store.setting(Some(user), DISMISSED)? {
@@ -1018,8 +1024,7 @@ impl Hub {
         dismissed.push(key.to_string());
         let json = serde_json::to_vec(&dismissed).map_err(|e| HubError::Setting(e.to_string()))?;
         self.store.set_setting(Some(user), DISMISSED, &json)?;
-        let json = serde_json::to_vec(&all).map_err(|e| HubError::Setting(e.to_string()))?;
-        self.store.set_setting(Some(user), DUPLICATES, &json)?;
+        self.set_duplicates(user, &all)?;
         tracing::info!(user, key, "possible duplicate dismissed: kept apart for good (SPEC C3)");
         Ok(true)
     }

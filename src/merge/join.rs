@@ -141,10 +141,14 @@ pub fn join(
     if let Some(e) = replica.entry(Side::Exchange, keep).cloned() {
         replica.set_entry(Side::Exchange, keep, SideEntry { stamped: false, ..e });
     }
-    for side in Side::BOTH {
-        for op in materialise::plan(replica, side, sets[side.index()], [keep, gone]) {
-            materialise::intend(replica, &op);
-        }
+    let requests = Side::BOTH.map(|side| materialise::SidePlan {
+        side,
+        set: sets[side.index()],
+        candidates: [keep, gone].into(),
+        pulled: false,
+    });
+    for op in materialise::plan_sides(replica, &requests).iter().flatten() {
+        materialise::intend(replica, op);
     }
     Ok(Joined { keep, gone, conflicts, fields, links: [Some(exchange.clone()), Some(crm.clone())] })
 }
