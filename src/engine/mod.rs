@@ -43,7 +43,7 @@ pub struct Pull {
 }
 
 /// One side as the engine drives it.
-pub trait ContactReplica {
+pub trait ContactReplica: Send {
     /// Which side this is.
     fn side(&self) -> Side;
     /// Changes since `cursor` (everything when `None`). A cursor the side no longer knows
@@ -59,6 +59,75 @@ pub trait ContactReplica {
     /// The item `op` concerns as the side holds it now: by item id, or for a create by the
     /// hub id stamped on it. `None`: no such item.
     fn read_back(&mut self, op: &PushOp) -> Result<Option<(ItemId, SideItem)>, ConnectorError>;
+}
+
+/// A pull made before the run (the hub pulls before loading a user): the cursor it was
+/// made from and its answer.
+pub type EarlyPull = (Option<String>, Result<Pull, ConnectorError>);
+
+/// A side whose first pull was already made: the run's pull from the same cursor gets that
+/// answer; everything else goes to the side.
+pub struct Prefetched<'a> {
+    side: &'a mut dyn ContactReplica,
+    early: Option<EarlyPull>,
+}
+
+impl<'a> Prefetched<'a> {
+    /// `side`, with the answer of a pull already made (`None`: none was).
+    pub fn new(side: &'a mut dyn ContactReplica, early: Option<EarlyPull>) -> Prefetched<'a> {
+        Prefetched { side, early }
+    }
+}
+
+impl ContactReplica for Prefetched<'_> {
+    fn side(&self) -> Side {
+        self.side.side()
+    }
+
+    fn pull(&mut self, cursor: Option<&str>) -> Result<Pull, ConnectorError> {
+        match self.early.take() {
+            Some((from, answer)) if from.as_deref() == cursor => answer,
+            _ => self.side.pull(cursor),
+        }
+    }
+
+    fn push(&mut self, op: &PushOp) -> Result<PushOutcome, ConnectorError> {
+        self.side.push(op)
+    }
+
+    fn push_batch(&mut self, ops: &[PushOp]) -> Vec<Result<PushOutcome, ConnectorError>> {
+        self.side.push_batch(ops)
+    }
+
+    fn read_back(&mut self, op: &PushOp) -> Result<Option<(ItemId, SideItem)>, ConnectorError> {
+        self.side.read_back(op)
+    }
+}
+
+/// Pull every side from its cursor, each in its own thread (the services answer at the
+/// same time); the answers in the order of `sides`.
+pub fn pull_all(
+    sides: &mut [&mut dyn ContactReplica],
+    cursors: &[Option<String>; 2],
+) -> Vec<(Side, Result<Pull, ConnectorError>)> {
+    std::thread::scope(|scope| {
+        let Some((first, rest)) = sides.split_first_mut() else { return Vec::new() };
+        let handles: Vec<_> = rest
+            .iter_mut()
+            .map(|s| {
+                let cursor = cursors[s.side().index()].as_deref();
+                // The run's span (its user, SPEC A5) goes with the thread.
+                let span = tracing::Span::current();
+                scope.spawn(move || span.in_scope(|| (s.side(), pull(*s, cursor))))
+            })
+            .collect();
+        let side = first.side();
+        let mut pulls = vec![(side, pull(*first, cursors[side.index()].as_deref()))];
+        for h in handles {
+            pulls.push(h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        pulls
+    })
 }
 
 /// Created / updated / deleted on one side.
@@ -236,10 +305,12 @@ fn run(
     });
     let held_before = Side::BOTH.map(|s| replica.side(s).by_item.len());
 
+    // Both sides are pulled at the same time, each in its own thread.
+    let cursors = Side::BOTH.map(|side| replica.side(side).cursor.clone());
+    let pulls = pull_all(&mut sides, &cursors);
     let mut pulled: Vec<(Side, Pull)> = Vec::new();
-    for s in sides.iter_mut() {
-        let side = s.side();
-        match pull(*s, replica.side(side).cursor.as_deref()) {
+    for (side, result) in pulls {
+        match result {
             Ok(p) => pulled.push((side, p)),
             Err(e) => {
                 tracing::warn!(user, %side, error = %e, "pull failed; that side is skipped this run");
@@ -358,16 +429,8 @@ fn run(
     }
     store_write(store, user, replica, write)?;
 
-    // The CRM first: an Outlook item is stamped with its CRM ContactID (SPEC X9), which a
-    // contact new in Outlook only has once the CRM made it.
-    plans.sort_by_key(|(side, _)| *side != Side::Crm);
-    for (side, mut ops) in plans {
-        // Deletes and updates (re-stamping copies among them) before creates, so a create
-        // never meets a copy that still carries its hub id.
-        ops.sort_by_key(|op| op.kind == PushKind::Create);
-        let Some(s) = sides.iter_mut().find(|s| s.side() == side) else { continue };
-        push_all(store, user, replica, *s, &ops, opts.ctx.fields[side.index()], &mut report)?;
-    }
+    push_sides(store, user, replica, &mut sides, plans, opts.ctx.fields, &mut report)?;
+    store.flush()?;
     Ok(report)
 }
 
@@ -553,14 +616,31 @@ fn commit(store: &Store, user: &str, replica: &mut UserReplica) -> Result<(), En
     store_write(store, user, replica, write)
 }
 
+/// Commit what pushes' answers recorded, durable with the next commit or flush: a crash
+/// that loses it leaves those intents attempted, and they are settled by reading back.
+fn commit_outcomes(store: &Store, user: &str, replica: &mut UserReplica) -> Result<(), EngineError> {
+    let write = replica.take_write()?;
+    store_write_as(store, user, replica, write, false)
+}
+
 fn store_write(
     store: &Store,
     user: &str,
     replica: &UserReplica,
     write: synchub_store::UserWrite,
 ) -> Result<(), EngineError> {
+    store_write_as(store, user, replica, write, true)
+}
+
+fn store_write_as(
+    store: &Store,
+    user: &str,
+    replica: &UserReplica,
+    write: synchub_store::UserWrite,
+    durable: bool,
+) -> Result<(), EngineError> {
     if !write.is_empty() {
-        let stats = store.commit(user, write)?;
+        let stats = if durable { store.commit(user, write)? } else { store.commit_deferred(user, write)? };
         if stats.needs_compaction() {
             store.compact(user, &replica.doc.save())?;
         }
@@ -568,23 +648,150 @@ fn store_write(
     Ok(())
 }
 
-fn push_all(
+/// What both sides' push workers share: the replica, the report, and the contacts whose
+/// CRM create has not been answered yet (their Outlook push waits for the ContactID).
+struct PushShared<'a> {
+    replica: &'a mut UserReplica,
+    report: &'a mut RunReport,
+    awaiting_crm: HashSet<HubContactId>,
+    /// A worker failed: the other stops at its next batch.
+    failed: bool,
+}
+
+/// Push both sides' plans, each side in its own thread (the two services work at the same
+/// time), one batch of [`PUSH_BATCH`] at a time per side. The CRM's creates are awaited by
+/// the Outlook pushes of the same contacts (SPEC X9: the Outlook item is stamped with the
+/// CRM ContactID), and by nothing else. Per side, deletes and updates go before creates, so
+/// a create never meets a copy that still carries its hub id.
+fn push_sides(
     store: &Store,
     user: &str,
     replica: &mut UserReplica,
-    side: &mut dyn ContactReplica,
-    ops: &[PushOp],
-    set: FieldSet,
+    sides: &mut [&mut dyn ContactReplica; 2],
+    plans: Vec<(Side, Vec<PushOp>)>,
+    fields: [FieldSet; 2],
     report: &mut RunReport,
 ) -> Result<(), EngineError> {
-    for batch in ops.chunks(PUSH_BATCH) {
-        let mut batch = batch.to_vec();
-        for op in &mut batch {
-            materialise::attempt(replica, op);
-            op.peer = replica.entry(op.side.other(), op.hub).and_then(|e| e.item.clone());
+    let awaiting_crm: HashSet<HubContactId> = plans
+        .iter()
+        .filter(|(side, _)| *side == Side::Crm)
+        .flat_map(|(_, ops)| ops.iter().filter(|op| op.kind == PushKind::Create).map(|op| op.hub))
+        .collect();
+    let mut plans = plans;
+    let mut work: Vec<(&mut dyn ContactReplica, Vec<PushOp>)> = Vec::new();
+    for s in sides.iter_mut() {
+        let side = s.side();
+        let Some(at) = plans.iter().position(|(p, _)| *p == side) else { continue };
+        let (_, mut ops) = plans.swap_remove(at);
+        // Deletes and updates first; on the Outlook side those waiting for a CRM create
+        // after the ones that need not wait.
+        ops.sort_by_key(|op| (op.kind == PushKind::Create, side == Side::Exchange && awaiting_crm.contains(&op.hub)));
+        if !ops.is_empty() {
+            work.push((&mut **s, ops));
         }
-        commit(store, user, replica)?;
+    }
+    let shared = std::sync::Mutex::new(PushShared { replica, report, awaiting_crm, failed: false });
+    let answered = std::sync::Condvar::new();
+    let worker = |side: &mut dyn ContactReplica, ops: Vec<PushOp>| {
+        let set = fields[side.side().index()];
+        let mut finished = Finished { shared: &shared, answered: &answered, crm: side.side() == Side::Crm, ok: false };
+        let result = push_worker(store, user, &shared, &answered, side, ops, set);
+        finished.ok = result.is_ok();
+        result
+    };
+    let results: Vec<Result<(), EngineError>> = match work.len() {
+        0 => Vec::new(),
+        1 => work.into_iter().map(|(side, ops)| worker(side, ops)).collect(),
+        _ => std::thread::scope(|scope| {
+            let mut work = work.into_iter();
+            let first = work.next();
+            let handles: Vec<_> = work
+                .map(|(side, ops)| {
+                    let span = tracing::Span::current();
+                    scope.spawn(move || span.in_scope(|| worker(side, ops)))
+                })
+                .collect();
+            let mut results: Vec<_> = first.into_iter().map(|(side, ops)| worker(side, ops)).collect();
+            for h in handles {
+                results.push(h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            }
+            results
+        }),
+    };
+    results.into_iter().collect()
+}
+
+/// A push worker's end, also by a panic (a simulated crash): when the CRM's worker ends,
+/// nothing more will be answered by the CRM, so whoever waits goes on (without the
+/// ContactID if the create failed; the next run stamps it); when a worker fails, the other
+/// stops at its next batch.
+struct Finished<'s, 'a> {
+    shared: &'s std::sync::Mutex<PushShared<'a>>,
+    answered: &'s std::sync::Condvar,
+    crm: bool,
+    ok: bool,
+}
+
+impl Drop for Finished<'_, '_> {
+    fn drop(&mut self) {
+        if self.crm || !self.ok {
+            let mut s = lock(self.shared);
+            s.failed |= !self.ok;
+            s.awaiting_crm.clear();
+            self.answered.notify_all();
+        }
+    }
+}
+
+fn lock<'m, 'a>(shared: &'m std::sync::Mutex<PushShared<'a>>) -> std::sync::MutexGuard<'m, PushShared<'a>> {
+    // A panic while holding it is a bug that unwinds the run anyway; the state is dropped.
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One side's pushes, batch by batch: mark the batch's intents attempted (durable), push,
+/// record the answers (durable with the next commit: a crash before leaves the intents
+/// attempted, settled by reading back).
+fn push_worker(
+    store: &Store,
+    user: &str,
+    shared: &std::sync::Mutex<PushShared<'_>>,
+    answered: &std::sync::Condvar,
+    side: &mut dyn ContactReplica,
+    ops: Vec<PushOp>,
+    set: FieldSet,
+) -> Result<(), EngineError> {
+    let mut rest: std::collections::VecDeque<PushOp> = ops.into();
+    while !rest.is_empty() {
+        let mut batch = Vec::new();
+        {
+            let mut s = lock(shared);
+            loop {
+                if s.failed {
+                    return Ok(());
+                }
+                while batch.len() < PUSH_BATCH {
+                    match rest.front() {
+                        Some(op) if op.side == Side::Crm || !s.awaiting_crm.contains(&op.hub) => {
+                            batch.extend(rest.pop_front());
+                        }
+                        _ => break,
+                    }
+                }
+                if !batch.is_empty() {
+                    break;
+                }
+                s = answered.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+            let replica = &mut *s.replica;
+            for op in &mut batch {
+                materialise::attempt(replica, op);
+                op.peer = replica.entry(op.side.other(), op.hub).and_then(|e| e.item.clone());
+            }
+            commit(store, user, replica)?;
+        }
         let answers = side.push_batch(&batch);
+        let mut s = lock(shared);
+        let PushShared { replica, report, awaiting_crm, .. } = &mut *s;
         for (op, answer) in batch.iter().zip(answers) {
             let outcome = match answer {
                 Ok(outcome) => materialise::record(replica, op, outcome),
@@ -604,8 +811,12 @@ fn push_all(
                 }
             };
             count(report, op, &outcome);
+            if op.side == Side::Crm {
+                awaiting_crm.remove(&op.hub);
+            }
         }
-        commit(store, user, replica)?;
+        commit_outcomes(store, user, replica)?;
+        answered.notify_all();
     }
     Ok(())
 }

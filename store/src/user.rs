@@ -25,6 +25,15 @@ pub struct UserState {
     pub intents: Vec<(String, String, IntentRecord)>,
 }
 
+/// A user's cursors and pending pushes ([`Store::user_marks`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserMarks {
+    /// (side, cursor).
+    pub cursors: Vec<(String, String)>,
+    /// Intents stored (pushes planned or attempted and not yet confirmed).
+    pub intents: usize,
+}
+
 /// What one batch of a run changed for a user; [`Store::commit`] writes it atomically.
 #[derive(Clone, Debug, Default)]
 pub struct UserWrite {
@@ -130,13 +139,16 @@ impl Store {
             contacts.push((utf8(Tree::Contacts, hub)?, codec::decode(Tree::Contacts.name(), &v)?));
         }
         let intents = scan_records(kv, Tree::Intents, &prefix)?;
-        let mut cursors = Vec::new();
-        for (k, v) in kv.scan_prefix(Tree::Cursors, &prefix)? {
-            let segs = segments(&k).ok_or_else(|| corrupt(Tree::Cursors, "bad key"))?;
-            let side = segs.get(1).ok_or_else(|| corrupt(Tree::Cursors, "short key"))?;
-            cursors.push((utf8(Tree::Cursors, side)?, codec::decode::<String>(Tree::Cursors.name(), &v)?));
-        }
-        Ok(UserState { doc, doc_stats, contacts, cursors, intents })
+        Ok(UserState { doc, doc_stats, contacts, cursors: cursors(kv, &prefix)?, intents })
+    }
+
+    /// A user's cursors and how many pushes they have pending, without the rest: enough to
+    /// pull before deciding whether the user needs loading at all.
+    pub fn user_marks(&self, user: &str) -> Result<UserMarks> {
+        let kv = self.kv.as_ref();
+        let prefix = key(&[user.as_bytes()]);
+        let intents = kv.scan_prefix(Tree::Intents, &prefix)?.len();
+        Ok(UserMarks { cursors: cursors(kv, &prefix)?, intents })
     }
 
     /// Only the user's document (snapshot and chunks), for readers that need nothing else.
@@ -147,6 +159,22 @@ impl Store {
 
     /// Write one batch of a user's changes in one transaction; durable on return.
     pub fn commit(&self, user: &str, write: UserWrite) -> Result<DocStats> {
+        self.commit_as(user, write, true)
+    }
+
+    /// The same as [`Store::commit`], atomic but durable only with the next durable commit
+    /// or [`Store::flush`]: for what a crash may lose because it can be found again (a
+    /// push's outcome, read back from the side when its intent is still attempted).
+    pub fn commit_deferred(&self, user: &str, write: UserWrite) -> Result<DocStats> {
+        self.commit_as(user, write, false)
+    }
+
+    /// Make every deferred commit durable.
+    pub fn flush(&self) -> Result<()> {
+        self.kv.flush()
+    }
+
+    fn commit_as(&self, user: &str, write: UserWrite, durable: bool) -> Result<DocStats> {
         let _writer = self.write_lock()?;
         let kv = self.kv.as_ref();
         let mut batch = Batch::new();
@@ -181,7 +209,11 @@ impl Store {
             let k = key(&[user.as_bytes(), kind.as_bytes(), &at.to_be_bytes(), &id.to_be_bytes()]);
             batch.put(Tree::Journal, k, codec::wrap(record));
         }
-        kv.apply(&batch)?;
+        if durable {
+            kv.apply(&batch)?;
+        } else {
+            kv.apply_deferred(&batch)?;
+        }
         Ok(stats)
     }
 
@@ -224,6 +256,17 @@ impl Store {
         batch.put(Tree::Settings, key(&[user.unwrap_or("").as_bytes(), name.as_bytes()]), codec::wrap(value));
         self.kv.apply(&batch)
     }
+}
+
+/// (side, cursor) of the user whose key prefix is `prefix`.
+fn cursors(kv: &dyn Kv, prefix: &[u8]) -> Result<Vec<(String, String)>> {
+    let mut cursors = Vec::new();
+    for (k, v) in kv.scan_prefix(Tree::Cursors, prefix)? {
+        let segs = segments(&k).ok_or_else(|| corrupt(Tree::Cursors, "bad key"))?;
+        let side = segs.get(1).ok_or_else(|| corrupt(Tree::Cursors, "short key"))?;
+        cursors.push((utf8(Tree::Cursors, side)?, codec::decode::<String>(Tree::Cursors.name(), &v)?));
+    }
+    Ok(cursors)
 }
 
 fn scan_records<T: serde::de::DeserializeOwned>(

@@ -108,7 +108,8 @@ impl Batch {
 }
 
 /// A key-value engine. `apply` is atomic across trees and durable when it returns (it
-/// survives a process kill).
+/// survives a process kill); `apply_deferred` is atomic, and durable with the next `apply`
+/// or `flush` (a kill before that loses it whole, never part of it).
 pub trait Kv: Send + Sync + 'static {
     /// One value.
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -122,6 +123,14 @@ pub trait Kv: Send + Sync + 'static {
     fn last_below(&self, tree: Tree, end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// Apply a batch atomically and durably.
     fn apply(&self, batch: &Batch) -> Result<()>;
+    /// Apply a batch atomically; durable with the next `apply` or `flush`.
+    fn apply_deferred(&self, batch: &Batch) -> Result<()> {
+        self.apply(batch)
+    }
+    /// Make every batch applied so far durable.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
     /// A number never handed out before by this store, also across restarts.
     fn next_id(&self) -> Result<u64>;
 }

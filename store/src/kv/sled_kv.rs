@@ -1,5 +1,6 @@
 //! The sled adapter: one sled tree per [`Tree`], batches as multi-tree transactions,
-//! flushed before `apply` returns so a committed batch survives a process kill.
+//! flushed before `apply` returns so a committed batch survives a process kill
+//! (`apply_deferred` leaves the flush to the next `apply` or `flush`).
 
 use std::path::Path;
 
@@ -51,7 +52,7 @@ fn prefixed(p: u8, key: &[u8]) -> Vec<u8> {
 impl SledKv {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        // Every batch is flushed before `apply` returns, so sled needs no background
+        // Batches are flushed by `apply` and `flush`, so sled needs no background
         // flusher. A store closed a moment ago in this process may still be held by one of
         // sled's I/O threads: its directory lock is asked for again for up to a second.
         let config =
@@ -150,6 +151,20 @@ impl Kv for SledKv {
         if batch.is_empty() {
             return Ok(());
         }
+        self.apply_deferred(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn apply_deferred(&self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         if batch.ops().all(|(tree, _, _)| calendar_prefix(tree).is_some()) {
             // One sled tree: its batch is atomic on its own.
             let mut b = sled::Batch::default();
@@ -161,7 +176,6 @@ impl Kv for SledKv {
                 }
             }
             self.calendar.apply_batch(b)?;
-            self.db.flush()?;
             return Ok(());
         }
         // The closure may be re-run on conflict: it only replays the batch.
@@ -189,7 +203,6 @@ impl Kv for SledKv {
             Err(TransactionError::Storage(e)) => return Err(e.into()),
             Err(TransactionError::Abort(())) => return Err(StoreError::Transaction("aborted".into())),
         }
-        self.db.flush()?;
         Ok(())
     }
 
