@@ -40,7 +40,7 @@ pub fn config(
 ) -> crate::hub::Config {
     use crate::hub::config::{ApiSection, CrmSection, GraphSection, StoreConfig};
     crate::hub::Config {
-        store: StoreConfig { path: store },
+        store: StoreConfig { path: store, ..StoreConfig::default() },
         graph: GraphSection {
             authority: e.graph.clone(),
             tenant: TENANT.into(),

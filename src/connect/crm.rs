@@ -65,6 +65,11 @@ impl Seen {
         *self = Seen::default();
     }
 
+    /// About how much memory the kept contacts take (their JSON and the map's share).
+    fn approx_bytes(&self) -> usize {
+        self.0.iter().map(|(id, bytes)| id.len() + bytes.len() + 64).sum()
+    }
+
     fn contacts(&self) -> impl Iterator<Item = Contact> + '_ {
         self.0.values().filter_map(|bytes| serde_json::from_slice(bytes).ok())
     }
@@ -80,6 +85,11 @@ impl CrmSide {
     /// Forget the contacts read (a later update of one reads the list again).
     pub fn forget_items(&mut self) {
         self.seen.clear();
+    }
+
+    /// About how much memory the contacts kept since they were read take.
+    pub fn kept_bytes(&self) -> usize {
+        self.seen.approx_bytes()
     }
 
     /// Read the whole list again (the CRM has no single-contact read): for items not seen

@@ -62,12 +62,21 @@ fn default_listen() -> String {
 pub struct StoreConfig {
     #[serde(default = "default_store")]
     pub path: PathBuf,
+    /// MiB of users' contact state kept in memory between runs (0: none); beyond it, the
+    /// users who ran longest ago are loaded from the store again at their next run with
+    /// changes.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: default_store() }
+        StoreConfig { path: default_store(), cache_mib: default_cache_mib() }
     }
+}
+
+fn default_cache_mib() -> usize {
+    super::DEFAULT_CACHE_MIB
 }
 
 fn default_store() -> PathBuf {
@@ -183,6 +192,7 @@ pub const EXAMPLE: &str = r#"# synchub configuration. Unknown keys are refused b
 
 [store]
 path = "synchub-data/store"            # sled, made if missing; one process at a time
+cache_mib = 384                        # users' state kept in memory between runs (0: none)
 
 [graph]                                # Microsoft Graph (an Entra app registration)
 authority = "https://login.microsoftonline.com"

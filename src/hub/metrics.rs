@@ -36,6 +36,10 @@ pub struct Metrics {
     appointments: Family<Kind, Counter>,
     throttle_waits: Counter,
     throttle_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Users loaded from the store for a run (not kept in memory).
+    loads: Counter,
+    /// Runs that found nothing new before loading their user.
+    quiet_unloaded: Counter,
     /// What the connectors had counted at the last render.
     seen: std::sync::Mutex<(u64, f64)>,
 }
@@ -71,8 +75,18 @@ impl Metrics {
         );
         let throttle_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register("throttle_wait_seconds", "Time spent in those waits", throttle_seconds.clone());
+        let loads = Counter::default();
+        registry.register("user_loads", "Users loaded from the store for a run (not kept in memory)", loads.clone());
+        let quiet_unloaded = Counter::default();
+        registry.register(
+            "quiet_runs_unloaded",
+            "Runs whose pulls found nothing new, ended without loading the user",
+            quiet_unloaded.clone(),
+        );
         Metrics {
             registry,
+            loads,
+            quiet_unloaded,
             runs,
             duration,
             pushed,
@@ -108,6 +122,21 @@ impl Metrics {
         if outcome == "held" {
             self.held.inc();
         }
+    }
+
+    /// Count a user loaded from the store for a run.
+    pub fn user_loaded(&self) {
+        self.loads.inc();
+    }
+
+    /// Count a run that ended after its pulls, without loading its user.
+    pub fn quiet_unloaded(&self) {
+        self.quiet_unloaded.inc();
+    }
+
+    /// Users loaded so far, and runs ended without loading.
+    pub fn loads(&self) -> (u64, u64) {
+        (self.loads.get(), self.quiet_unloaded.get())
     }
 
     /// Count an error of `kind` (throttled, unavailable, invalid_data, calendar, …).

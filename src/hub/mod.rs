@@ -21,7 +21,10 @@ use tokio::runtime::Handle;
 use crate::calendar::{CalUser, Calendar, CalendarError, CalendarReport, CalendarSettings};
 use crate::connect::crm::CrmSide;
 use crate::connect::graph::GraphSide;
-use crate::engine::{encode_record, read_journal, run_user, EngineError, Held, Planned, RunOptions, RunReport};
+use crate::engine::{
+    encode_record, pull_all, read_journal, run_user, ContactReplica, EarlyPull, EngineError, Held, Planned, Prefetched,
+    RunOptions, RunReport,
+};
 use crate::merge::join::JoinError;
 use crate::merge::{RunCtx, UserReplica};
 use crate::model::{Field, FieldSet, ItemId, Side};
@@ -132,6 +135,28 @@ pub struct HeldRun {
 struct UserCache {
     replica: Option<UserReplica>,
     sides: Option<(GraphSide, CrmSide)>,
+}
+
+/// The users whose replica is kept in memory between runs, within a budget of bytes; the
+/// user who ran longest ago is dropped first (and loaded again at its next run with
+/// changes: see `Hub::pull_early`).
+struct Kept {
+    budget: usize,
+    used: usize,
+    tick: u64,
+    /// User → (last kept at tick, bytes).
+    users: HashMap<String, (u64, usize)>,
+}
+
+/// The default budget for users kept in memory between runs (`[store] cache_mib`).
+pub const DEFAULT_CACHE_MIB: usize = 384;
+
+/// What pulling a user before loading it found (see `Hub::pull_early`).
+enum Early {
+    /// Nothing new on either side and nothing pending: nothing to do.
+    Quiet,
+    /// The pulls' answers (Exchange, CRM), for the run.
+    Pulled([Option<EarlyPull>; 2]),
 }
 
 /// Runs writing more than this many items do not keep their replica in memory.
@@ -246,6 +271,8 @@ pub struct Hub {
     in_flight: Mutex<HashMap<String, DateTime<Utc>>>,
     /// Users' merged contacts for the API, dropped when a run changes them.
     views: Mutex<Views>,
+    /// Which users' replicas are kept, within the memory budget.
+    kept: Mutex<Kept>,
 }
 
 #[derive(Default)]
@@ -302,6 +329,65 @@ impl Hub {
             matched: Mutex::new(None),
             in_flight: Mutex::new(HashMap::new()),
             views: Mutex::new(Views::default()),
+            kept: Mutex::new(Kept { budget: DEFAULT_CACHE_MIB << 20, used: 0, tick: 0, users: HashMap::new() }),
+        }
+    }
+
+    /// Keep at most about `mib` MiB of users' state in memory between runs (0: none; every
+    /// run with changes loads its user from the store).
+    pub fn with_cache_mib(self, mib: usize) -> Hub {
+        lock(&self.kept).budget = mib.saturating_mul(1 << 20);
+        self
+    }
+
+    /// Keep `user`'s replica (and what its CRM side read) for the next run, within the
+    /// budget: users who ran longest ago are dropped to make room.
+    fn keep(&self, user: &str, cache: &mut UserCache, replica: UserReplica, crm: &mut CrmSide) {
+        let bytes = replica.approx_bytes() + crm.kept_bytes();
+        let dropped = {
+            let mut kept = lock(&self.kept);
+            if bytes > kept.budget {
+                crm.forget_items();
+                return;
+            }
+            kept.tick += 1;
+            let tick = kept.tick;
+            if let Some((_, old)) = kept.users.insert(user.to_string(), (tick, bytes)) {
+                kept.used -= old;
+            }
+            kept.used += bytes;
+            let mut dropped = Vec::new();
+            while kept.used > kept.budget {
+                let oldest = kept.users.iter().filter(|(u, _)| u.as_str() != user).min_by_key(|(_, (t, _))| *t);
+                let Some(oldest) = oldest.map(|(u, _)| u.clone()) else { break };
+                if let Some((_, b)) = kept.users.remove(&oldest) {
+                    kept.used -= b;
+                }
+                dropped.push(oldest);
+            }
+            dropped
+        };
+        cache.replica = Some(replica);
+        for other in dropped {
+            let Some(cell) = lock(&self.users).get(&other).cloned() else { continue };
+            // A user whose run is in flight has taken its replica out already.
+            let mut other = match cell.try_lock() {
+                Ok(c) => c,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => continue,
+            };
+            other.replica = None;
+            if let Some((_, crm)) = other.sides.as_mut() {
+                crm.forget_items();
+            }
+        }
+    }
+
+    /// `user`'s kept replica was taken (by its run).
+    fn unkeep(&self, user: &str) {
+        let mut kept = lock(&self.kept);
+        if let Some((_, b)) = kept.users.remove(user) {
+            kept.used -= b;
         }
     }
 
@@ -405,7 +491,8 @@ impl Hub {
         let token = Secret::new(config.crm.token.clone().unwrap_or_default());
         let crm = CrmClient::new(&config.crm.base, token, RetryPolicy::default())?;
         let hub = Hub::new(store, graph, crm, rt, config.contacts.clone(), config.users.clone())
-            .with_calendar(config.calendar.clone())?;
+            .with_calendar(config.calendar.clone())?
+            .with_cache_mib(config.store.cache_mib);
         hub.default_interval(config.schedule.interval_secs)?;
         Ok(hub)
     }
@@ -702,6 +789,40 @@ impl Hub {
         users.entry(user.to_string()).or_insert_with(|| Arc::new(Mutex::new(UserCache::default()))).clone()
     }
 
+    /// Pull both sides of a user who is not in memory, from the stored cursors. A user with
+    /// a cursor missing (never synced, or restoring) or pushes pending is left to the run.
+    /// With nothing new on either side, the new cursors are written (deferred: a crash
+    /// leaves the old ones, from which the pull is made again) and the run is over.
+    fn pull_early(&self, user: &str, graph: &mut GraphSide, crm: &mut CrmSide) -> Result<Option<Early>, HubError> {
+        let marks = self.store.user_marks(user)?;
+        let stored = Side::BOTH
+            .map(|side| marks.cursors.iter().find(|(s, _)| s.as_str() == side.name()).map(|(_, c)| c.clone()));
+        if marks.intents > 0 || stored.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let pulls = pull_all(&mut [graph as &mut dyn ContactReplica, crm], &stored);
+        let quiet = pulls.iter().all(|(_, p)| p.as_ref().is_ok_and(|p| !p.full && p.items.is_empty()));
+        if !quiet {
+            let mut early: [Option<EarlyPull>; 2] = [None, None];
+            for (side, answer) in pulls {
+                early[side.index()] = Some((stored[side.index()].clone(), answer));
+            }
+            return Ok(Some(Early::Pulled(early)));
+        }
+        let mut write = UserWrite::new();
+        for (side, answer) in pulls {
+            if let Ok(p) = answer {
+                if stored[side.index()].as_deref() != Some(p.cursor.as_str()) {
+                    write.cursor(side.name(), Some(p.cursor));
+                }
+            }
+        }
+        if !write.is_empty() {
+            self.store.commit_deferred(user, write)?;
+        }
+        Ok(Some(Early::Quiet))
+    }
+
     fn run(&self, pair: &UserPair, mode: RunMode) -> Result<RunReport, HubError> {
         if mode == RunMode::DryRun {
             return self.run_at(pair, mode, None);
@@ -774,17 +895,46 @@ impl Hub {
         };
         // A dry run plans on a copy loaded from the store; the kept replica stays as it is.
         let kept = if mode == RunMode::DryRun { None } else { cache.replica.take() };
-        let replica = match kept {
-            Some(r) => Ok(r),
-            None => UserReplica::load(&self.store, &pair.key).map_err(EngineError::from),
-        };
-        let result = replica.and_then(|mut replica| {
-            for side in Side::BOTH.into_iter().filter(|s| restore[s.index()]) {
-                // A restore needs the side's whole listing.
-                replica.set_cursor(side, None);
+        if kept.is_some() {
+            self.unkeep(&pair.key);
+        }
+        // A user not kept in memory is pulled before being loaded: with nothing new on
+        // either side and nothing pending, the run is over without loading anything.
+        let early = match &kept {
+            None if mode == RunMode::Sync && !restore.iter().any(|r| *r) => {
+                self.pull_early(&pair.key, &mut graph, &mut crm)?
             }
-            run_user(&self.store, &pair.key, replica, [&mut graph, &mut crm], opts)
-        });
+            _ => None,
+        };
+        let result = match early {
+            Some(Early::Quiet) => {
+                self.metrics.quiet_unloaded();
+                Ok((None, RunReport::default()))
+            }
+            early => {
+                let [early_graph, early_crm] = match early {
+                    Some(Early::Pulled(pulls)) => pulls,
+                    _ => [None, None],
+                };
+                let replica = match kept {
+                    Some(r) => Ok(r),
+                    None => {
+                        self.metrics.user_loaded();
+                        UserReplica::load(&self.store, &pair.key).map_err(EngineError::from)
+                    }
+                };
+                replica.and_then(|mut replica| {
+                    for side in Side::BOTH.into_iter().filter(|s| restore[s.index()]) {
+                        // A restore needs the side's whole listing.
+                        replica.set_cursor(side, None);
+                    }
+                    let mut graph = Prefetched::new(&mut graph, early_graph);
+                    let mut crm = Prefetched::new(&mut crm, early_crm);
+                    run_user(&self.store, &pair.key, replica, [&mut graph, &mut crm], opts)
+                        .map(|(replica, report)| (Some(replica), report))
+                })
+            }
+        };
         let result = result.map(|(replica, report)| {
             // Only a run that wrote what it observed leaves a replica equal to the store:
             // a held run's or a dry run's is dropped, and loaded again next time.
@@ -792,8 +942,10 @@ impl Hub {
             // structures several times the size of a fresh load: it is dropped and loaded
             // compactly next time.
             let written: u32 = report.counts.iter().map(|c| c.created + c.updated + c.deleted).sum();
-            if mode != RunMode::DryRun && report.held.is_none() && written <= BIG_RUN {
-                cache.replica = Some(replica);
+            if let Some(replica) =
+                replica.filter(|_| mode != RunMode::DryRun && report.held.is_none() && written <= BIG_RUN)
+            {
+                self.keep(&pair.key, &mut cache, replica, &mut crm);
             }
             if written > BIG_RUN {
                 // What the CRM holds of a big run's writes comes back in the next pull (as

@@ -39,6 +39,8 @@ pub struct Firm {
     calendar: CalendarSettings,
     /// The hub's time when set (else the wall clock).
     clock: Arc<Mutex<Option<DateTime<Utc>>>>,
+    /// The hub's `[store] cache_mib`.
+    cache_mib: usize,
 }
 
 pub fn retry() -> RetryPolicy {
@@ -66,8 +68,10 @@ impl Firm {
         let store = Store::open(dir.path()).expect("store");
         let clock = Arc::new(Mutex::new(None));
         let calendar = CalendarSettings::default();
-        let hub = Firm::hub_over(&graph_url, &crm_url, store, settings.clone(), calendar.clone(), clock.clone());
-        Firm { graph, crm, hub, graph_url, crm_url, dir, settings, calendar, clock }
+        let cache_mib = synchub::hub::DEFAULT_CACHE_MIB;
+        let hub =
+            Firm::hub_over(&graph_url, &crm_url, store, settings.clone(), calendar.clone(), clock.clone(), cache_mib);
+        Firm { graph, crm, hub, graph_url, crm_url, dir, settings, calendar, clock, cache_mib }
     }
 
     fn hub_over(
@@ -77,6 +81,7 @@ impl Firm {
         settings: ContactSettings,
         calendar: CalendarSettings,
         clock: Arc<Mutex<Option<DateTime<Utc>>>>,
+        cache_mib: usize,
     ) -> Arc<Hub> {
         let mut config = GraphConfig::new(Credentials::new(graph_url, "firm", "synchub", Secret::new("secret")));
         config.base = format!("{graph_url}/v1.0");
@@ -87,7 +92,8 @@ impl Firm {
         let hub = Hub::new(store, graph, crm, tokio::runtime::Handle::current(), settings, BTreeMap::new())
             .with_clock(Arc::new(time))
             .with_calendar(calendar)
-            .expect("calendar settings");
+            .expect("calendar settings")
+            .with_cache_mib(cache_mib);
         Arc::new(hub)
     }
 
@@ -99,6 +105,7 @@ impl Firm {
             self.settings.clone(),
             self.calendar.clone(),
             self.clock.clone(),
+            self.cache_mib,
         );
     }
 
@@ -112,6 +119,14 @@ impl Firm {
     /// A new hub over the same store (a restart), with `settings`.
     pub fn restart(&mut self, settings: ContactSettings) {
         self.settings = settings;
+        let store = self.hub.store().clone();
+        self.rebuild(store);
+    }
+
+    /// A new hub over the same store (a restart) keeping at most `mib` MiB of users' state
+    /// in memory between runs (0: every run with changes loads its user from the store).
+    pub fn restart_with_cache(&mut self, mib: usize) {
+        self.cache_mib = mib;
         let store = self.hub.store().clone();
         self.rebuild(store);
     }

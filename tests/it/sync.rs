@@ -476,3 +476,46 @@ async fn c3_an_outlook_copy_joining_a_contact_the_crm_made_keeps_the_crms_values
     assert_eq!(text(&outlook[0], Field::Company).as_deref(), Some("Acme Corp"), "the firm record's value kept");
     assert_eq!(text(&outlook[0], Field::MobilePhone).as_deref(), Some("+1 917 555 0100"), "what it lacked added");
 }
+
+/// SPEC A2 at firm scale: a user not kept in memory is pulled before it is loaded; a run
+/// with nothing new ends without loading it, a run with changes loads it and syncs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2_a_user_not_kept_in_memory_is_pulled_before_it_is_loaded() {
+    let mut firm = Firm::start(1, identity()).await;
+    let o = firm.outlook_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.com"));
+    let c = firm.crm_add(1, &person("Cy", "Oh", "Globex", "cy@globex.example"));
+    firm.sync(1).await;
+    firm.sync(1).await;
+    firm.restart_with_cache(0);
+    let loads = |firm: &Firm| firm.hub.metrics().loads();
+
+    let quiet = firm.sync(1).await;
+    assert_eq!(quiet.counts, [synchub::engine::Counts::default(); 2], "{quiet:?}");
+    assert_eq!(loads(&firm), (0, 1), "nothing new: the user is not loaded");
+
+    firm.outlook_edit(1, &o, Field::JobTitle, Some("Partner"));
+    firm.crm_edit(&c, Field::Department, Some("Tax"));
+    let report = firm.sync(1).await;
+    assert_eq!((report.counts[0].updated, report.counts[1].updated), (1, 1), "{report:?}");
+    assert_eq!(loads(&firm), (1, 1), "changes: loaded once, with the pulls already made");
+    firm.assert_mirrored(1);
+    let jane = firm.crm_list(1).into_iter().find(|x| x.name.last == "Tarnoff").expect("Jane in the CRM");
+    assert_eq!(jane.job_title, "Partner");
+
+    // The echoes of that run's pushes come back once; then nothing is new again.
+    firm.sync(1).await;
+    let quiet = firm.sync(1).await;
+    assert_eq!(quiet.counts, [synchub::engine::Counts::default(); 2], "{quiet:?}");
+    assert_eq!(loads(&firm).1, 2, "{:?}", loads(&firm));
+
+    // Kept in memory (the default budget): a run with changes loads nothing.
+    firm.restart_with_cache(synchub::hub::DEFAULT_CACHE_MIB);
+    firm.outlook_edit(1, &o, Field::JobTitle, Some("Counsel"));
+    firm.sync(1).await;
+    let before = loads(&firm);
+    firm.outlook_edit(1, &o, Field::JobTitle, Some("Senior Counsel"));
+    let report = firm.sync(1).await;
+    assert_eq!(report.counts[1].updated, 1, "{report:?}");
+    assert_eq!(loads(&firm), before, "the kept replica is used");
+    firm.assert_mirrored(1);
+}

@@ -36,7 +36,8 @@ enum Op {
     GraphFault(u8),
     CrmFault(u8),
     Sync(usize),
-    Restart,
+    /// A hub restart; `true`: users kept in memory between runs (the default budget).
+    Restart(bool),
 }
 
 fn user() -> impl Strategy<Value = usize> {
@@ -60,7 +61,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u8>().prop_map(Op::GraphFault),
         2 => any::<u8>().prop_map(Op::CrmFault),
         4 => user().prop_map(Op::Sync),
-        1 => Just(Op::Restart),
+        1 => any::<bool>().prop_map(Op::Restart),
     ]
 }
 
@@ -197,7 +198,9 @@ async fn play(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 // A run may fail under faults; what it committed must still be sound.
                 let _ = firm.try_sync(u).await;
             }
-            Op::Restart => firm.restart(Default::default()),
+            // A restart keeps users in memory between runs, or none (each run with changes
+            // loads its user after pulling).
+            Op::Restart(keep) => firm.restart_with_cache(if keep { synchub::hub::DEFAULT_CACHE_MIB } else { 0 }),
         }
     }
     firm.graph.clear_faults();
