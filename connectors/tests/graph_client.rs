@@ -500,6 +500,15 @@ async fn the_emulator_checks_requests_and_takes_faults_over_http() {
 
     let expire = http.post(format!("{root}/_emulator/users/{USER}/expire-delta")).send().await.expect("admin");
     assert_eq!(status(expire), 204);
+    let event = json!({"subject": "Added over the admin route", "iCalUId": "admin-1"});
+    let put = http.post(format!("{root}/_emulator/users/{USER}/events")).json(&event).send().await.expect("admin");
+    assert_eq!(put.status().as_u16(), 201);
+    let made: serde_json::Value = put.json().await.expect("the event made");
+    let id = made["id"].as_str().expect("an id");
+    let stored = emu.state().event(USER, id).expect("in the calendar");
+    assert_eq!(stored.subject.as_deref(), Some("Added over the admin route"));
+    let bad = http.post(format!("{root}/_emulator/users/nobody/events")).json(&event).send().await.expect("admin");
+    assert_eq!(status(bad), 404);
     let cap =
         http.put(format!("{root}/_emulator/concurrency-cap")).json(&json!({"cap": 2})).send().await.expect("admin");
     assert_eq!(status(cap), 204);

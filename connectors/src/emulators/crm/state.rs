@@ -4,7 +4,7 @@
 //! the feed of every list that holds the contact; a change to an entry only in its user's
 //! (SPEC C11). Limits are enforced with errors that name the field.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::crm::wire::{Appointment, Contact, Entry, FeedPage, Proxy, User};
 use crate::crm::wire::{Change, ChangeOp};
@@ -66,6 +66,10 @@ pub struct CrmState {
     appointments: BTreeMap<String, Appointment>,
     next_id: u64,
     now: String,
+    /// Indexes, so that a firm of thousands of lists answers as fast as a small one:
+    /// lowercase e-mail → firm contacts with it; firm contact → the lists holding it.
+    by_email: HashMap<String, BTreeSet<String>>,
+    holders: HashMap<String, BTreeSet<String>>,
 }
 
 impl CrmState {
@@ -80,8 +84,7 @@ impl CrmState {
     }
 
     fn touch_lists_holding(&mut self, cid: &str) {
-        let holders: Vec<String> =
-            self.lists.iter().filter(|(_, l)| l.contains_key(cid)).map(|(u, _)| u.clone()).collect();
+        let holders: Vec<String> = self.holders.get(cid).map(|h| h.iter().cloned().collect()).unwrap_or_default();
         for user in holders {
             self.feeds.entry(user).or_default().push(cid.to_string());
         }
@@ -182,9 +185,11 @@ impl CrmState {
         contact.version = 1;
         contact.owner_user_id = Some(user.to_string());
         contact.updated_at = self.now.clone();
+        self.index_emails(&cid, None, Some(&contact));
         self.contacts.insert(cid.clone(), contact);
         let entry = Entry { user_id: user.to_string(), version: 1, updated_at: self.now.clone(), ..entry };
         self.lists.entry(user.to_string()).or_default().insert(cid.clone(), entry);
+        self.holders.entry(cid.clone()).or_default().insert(user.to_string());
         self.touch_list(user, &cid);
         Ok((self.with_entry(user, &cid).ok_or_else(|| CrmError::not_found("contact"))?, true))
     }
@@ -201,6 +206,8 @@ impl CrmState {
         contact.owner_user_id = current.owner_user_id.clone();
         contact.updated_at = self.now.clone();
         contact.entry = None;
+        let old = self.contacts.get(cid).cloned();
+        self.index_emails(cid, old.as_ref(), Some(&contact));
         self.contacts.insert(cid.to_string(), contact.clone());
         self.touch_lists_holding(cid);
         Ok(contact)
@@ -211,6 +218,7 @@ impl CrmState {
         if !self.contacts.contains_key(cid) {
             return Err(CrmError::not_found("contact"));
         }
+        self.holders.entry(cid.to_string()).or_default().insert(user.to_string());
         let list = self.lists.entry(user.to_string()).or_default();
         if !list.contains_key(cid) {
             let entry =
@@ -262,6 +270,9 @@ impl CrmState {
     /// `DELETE /api/users/{uid}/list/{cid}`: take the contact out of the list (idempotent;
     /// the firm record stays).
     pub fn remove_from_list(&mut self, user: &str, cid: &str) {
+        if let Some(h) = self.holders.get_mut(cid) {
+            h.remove(user);
+        }
         if self.lists.get_mut(user).is_some_and(|l| l.remove(cid).is_some()) {
             self.touch_list(user, cid);
         }
@@ -269,8 +280,24 @@ impl CrmState {
 
     /// `GET /api/contacts?email=`: firm contacts with that address, case-insensitively.
     pub fn contacts_by_email(&self, email: &str) -> Vec<Contact> {
-        let want = email.to_lowercase();
-        self.contacts.values().filter(|c| c.emails.iter().any(|e| e.address.to_lowercase() == want)).cloned().collect()
+        let Some(ids) = self.by_email.get(&email.to_lowercase()) else { return Vec::new() };
+        ids.iter().filter_map(|cid| self.contacts.get(cid)).cloned().collect()
+    }
+
+    /// Move firm contact `cid` in the e-mail index from `old`'s addresses to `new`'s.
+    fn index_emails(&mut self, cid: &str, old: Option<&Contact>, new: Option<&Contact>) {
+        for e in old.iter().flat_map(|c| &c.emails) {
+            let key = e.address.to_lowercase();
+            if let Some(ids) = self.by_email.get_mut(&key) {
+                ids.remove(cid);
+                if ids.is_empty() {
+                    self.by_email.remove(&key);
+                }
+            }
+        }
+        for e in new.iter().flat_map(|c| &c.emails) {
+            self.by_email.entry(e.address.to_lowercase()).or_default().insert(cid.to_string());
+        }
     }
 
     /// A firm contact without entry.

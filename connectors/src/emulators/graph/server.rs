@@ -161,7 +161,8 @@ impl GraphEmulator {
             .route("/_emulator/latency", put(admin_latency))
             .route("/_emulator/concurrency-cap", put(admin_cap))
             .route("/_emulator/stats", get(admin_stats))
-            .route("/_emulator/users/{uid}/expire-delta", post(admin_expire));
+            .route("/_emulator/users/{uid}/expire-delta", post(admin_expire))
+            .route("/_emulator/users/{uid}/events", post(admin_put_event));
         Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
             .merge(graph)
@@ -664,6 +665,17 @@ async fn admin_faults(State(emu): State<GraphEmulator>, Json(faults): Json<Vec<Q
 #[derive(Deserialize)]
 struct Millis {
     ms: u64,
+}
+
+/// Put an event in a user's calendar (Graph's API has no write the hub uses; the
+/// benchmarks and tests add meetings to a running emulator this way).
+async fn admin_put_event(
+    State(emu): State<GraphEmulator>,
+    Path(uid): Path<String>,
+    Json(event): Json<crate::graph::wire::Event>,
+) -> Result<(StatusCode, Json<crate::graph::wire::Event>), GraphError> {
+    let made = emu.state().put_event(&uid, event)?;
+    Ok((StatusCode::CREATED, Json(made)))
 }
 
 async fn admin_latency(State(emu): State<GraphEmulator>, Json(m): Json<Millis>) -> StatusCode {
