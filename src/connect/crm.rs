@@ -28,6 +28,9 @@ pub struct CrmSide {
     set: FieldSet,
     /// Contacts as last read (with the user's entry), for read-modify-write.
     seen: Seen,
+    /// The etag each of this side's own writes left (ContactID → `{firm}.{entry}`): the
+    /// next feed shows them again, and they are known already (as the Graph side does).
+    written: HashMap<String, String>,
 }
 
 /// The contacts a side last read, kept between runs as their JSON (about a third of the
@@ -79,7 +82,7 @@ impl CrmSide {
     /// The side for CRM user `user`. Call from outside the runtime (a blocking task).
     /// `set`: the fields this side carries (SPEC C8); the others are left as they are.
     pub fn new(client: CrmClient, rt: Handle, user: &str, set: FieldSet) -> CrmSide {
-        CrmSide { client, rt, user: user.to_string(), set, seen: Seen::default() }
+        CrmSide { client, rt, user: user.to_string(), set, seen: Seen::default(), written: HashMap::new() }
     }
 
     /// Forget the contacts read (a later update of one reads the list again).
@@ -433,6 +436,10 @@ impl ContactReplica for CrmSide {
 
     fn pull(&mut self, cursor: Option<&str>) -> Result<Pull, ConnectorError> {
         let (changes, next) = self.rt.block_on(self.client.list_changes(&self.user, cursor))?;
+        // Echoes of this side's own writes are left out of a feed round (a full listing
+        // keeps them: what it does not list is gone).
+        let written = if cursor.is_some() { std::mem::take(&mut self.written) } else { HashMap::new() };
+        self.written.clear();
         let mut items = Vec::with_capacity(changes.len());
         for change in changes {
             let Ok(item) = change.contact_id.parse::<ItemId>() else {
@@ -441,7 +448,9 @@ impl ContactReplica for CrmSide {
             };
             match (change.op, change.contact) {
                 (ChangeOp::Upsert, Some(c)) => {
-                    items.push(Observed { item, change: ItemChange::Upsert(side_item(&c)) });
+                    if written.get(&c.contact_id).is_none_or(|w| *w != etag(&c)) {
+                        items.push(Observed { item, change: ItemChange::Upsert(side_item(&c)) });
+                    }
                     self.seen.insert(&c);
                 }
                 (ChangeOp::Upsert, None) => {
@@ -534,7 +543,10 @@ impl ContactReplica for CrmSide {
                 let (outcome, written) = answer
                     .unwrap_or_else(|| Err(ConnectorError::new(ErrorKind::Unavailable, "the push task failed")))?;
                 match written {
-                    Some(c) => self.seen.insert(&c),
+                    Some(c) => {
+                        self.written.insert(c.contact_id.clone(), etag(&c));
+                        self.seen.insert(&c);
+                    }
                     None => {
                         if let Some(item) = &op.item {
                             self.seen.remove(item.as_str());

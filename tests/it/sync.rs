@@ -502,11 +502,16 @@ async fn a2_a_user_not_kept_in_memory_is_pulled_before_it_is_loaded() {
     let jane = firm.crm_list(1).into_iter().find(|x| x.name.last == "Tarnoff").expect("Jane in the CRM");
     assert_eq!(jane.job_title, "Partner");
 
-    // The echoes of that run's pushes come back once; then nothing is new again.
-    firm.sync(1).await;
+    // The echoes of that run's pushes are known to each side (their etags): the next run
+    // finds nothing new and loads nothing.
     let quiet = firm.sync(1).await;
     assert_eq!(quiet.counts, [synchub::engine::Counts::default(); 2], "{quiet:?}");
-    assert_eq!(loads(&firm).1, 2, "{:?}", loads(&firm));
+    assert_eq!(loads(&firm), (1, 2), "echoes are not news");
+    // An edit someone makes in the CRM is news.
+    firm.crm_edit(&c, Field::Department, Some("Tax law"));
+    let report = firm.sync(1).await;
+    assert_eq!(report.counts[0].updated, 1, "{report:?}");
+    assert_eq!(loads(&firm), (2, 2));
 
     // Kept in memory (the default budget): a run with changes loads nothing.
     firm.restart_with_cache(synchub::hub::DEFAULT_CACHE_MIB);
