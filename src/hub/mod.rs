@@ -342,12 +342,14 @@ impl Hub {
 
     /// Keep `user`'s replica (and what its CRM side read) for the next run, within the
     /// budget: users who ran longest ago are dropped to make room.
-    fn keep(&self, user: &str, cache: &mut UserCache, replica: UserReplica, crm: &mut CrmSide) {
-        let bytes = replica.approx_bytes() + crm.kept_bytes();
+    fn keep(&self, user: &str, cache: &mut UserCache, replica: UserReplica) {
+        let bytes = replica.approx_bytes() + cache.sides.as_ref().map_or(0, |(_, crm)| crm.kept_bytes());
         let dropped = {
             let mut kept = lock(&self.kept);
             if bytes > kept.budget {
-                crm.forget_items();
+                if let Some((_, crm)) = cache.sides.as_mut() {
+                    crm.forget_items();
+                }
                 return;
             }
             kept.tick += 1;
@@ -760,7 +762,7 @@ impl Hub {
         }
         self.store.commit(user, write)?;
         self.changed(user);
-        cache.replica = Some(replica);
+        self.keep(user, &mut cache, replica);
         let group = &mut all[at];
         group.exchange.retain(|i| *i != e);
         group.crm.retain(|i| *i != c);
@@ -942,18 +944,18 @@ impl Hub {
             // structures several times the size of a fresh load: it is dropped and loaded
             // compactly next time.
             let written: u32 = report.counts.iter().map(|c| c.created + c.updated + c.deleted).sum();
-            if let Some(replica) =
-                replica.filter(|_| mode != RunMode::DryRun && report.held.is_none() && written <= BIG_RUN)
-            {
-                self.keep(&pair.key, &mut cache, replica, &mut crm);
-            }
-            if written > BIG_RUN {
-                // What the CRM holds of a big run's writes comes back in the next pull (as
-                // echoes), which reads it afresh: nothing is gained by keeping it meanwhile.
-                crm.forget_items();
-            }
             graph.forget_items();
             cache.sides = Some((graph, crm));
+            match replica.filter(|_| mode != RunMode::DryRun && report.held.is_none() && written <= BIG_RUN) {
+                Some(replica) => self.keep(&pair.key, &mut cache, replica),
+                // What the CRM side read is kept only with a kept replica (within the
+                // budget); after a big run its writes come back in the next pull anyway.
+                None => {
+                    if let Some((_, crm)) = cache.sides.as_mut() {
+                        crm.forget_items();
+                    }
+                }
+            }
             report
         });
         if mode == RunMode::DryRun {
