@@ -3,8 +3,6 @@
 //! directory after rewriting the user's document 1,000 times (≤ 3× its compacted size).
 //! Run: `cargo bench --bench storage`.
 
-use std::path::Path;
-
 use synchub::merge::{Merge, RunCtx, UserReplica};
 use synchub::model::Side;
 use synchub_store::Store;
@@ -13,21 +11,6 @@ use synchub_store::Store;
 mod support;
 
 const N: usize = 2_000;
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
 
 /// The sled directory a fresh store needs for `replica`: every record written once and the
 /// document as one compacted snapshot.
@@ -40,7 +23,7 @@ fn fresh_size(replica: &UserReplica) -> u64 {
         store.commit("u", r.take_write().expect("write")).expect("commit");
         store.compact("u", &r.doc.save()).expect("compact");
     }
-    dir_bytes(dir.path())
+    synchub_store::disk_bytes(dir.path())
 }
 
 fn main() {
@@ -56,7 +39,7 @@ fn main() {
         store.commit("u", replica.take_write().expect("write")).expect("commit");
         store.compact("u", &snapshot).expect("compact");
     }
-    let compacted = dir_bytes(dir.path());
+    let compacted = synchub_store::disk_bytes(dir.path());
     {
         let kv = synchub_store::MemKv::new();
         let mem = Store::in_memory(kv.clone());
@@ -101,7 +84,7 @@ fn main() {
     }
     store.compact("u", &replica.doc.save()).expect("compact");
     drop(store);
-    let after_runs = dir_bytes(dir.path());
+    let after_runs = synchub_store::disk_bytes(dir.path());
     let fresh = fresh_size(&replica);
     println!(
         "after 1,000 runs writing the document ({compactions} compactions on the way, one at the end): {after_runs} bytes = {:.2}x the {fresh} bytes a fresh store needs for the same state (target <= 3)",
@@ -115,7 +98,7 @@ fn main() {
         store.compact("u", &snapshot).expect("rewrite");
     }
     drop(store);
-    let after = dir_bytes(dir.path());
+    let after = synchub_store::disk_bytes(dir.path());
     println!(
         "after rewriting the whole snapshot 1,000 times more: {after} bytes = {:.2}x the fresh size (target <= 3)",
         after as f64 / fresh as f64

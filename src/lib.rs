@@ -26,6 +26,7 @@ pub mod calendar;
 pub mod connect;
 pub mod engine;
 pub mod hub;
+pub mod loadgen;
 pub mod merge;
 pub mod model;
 pub mod sandbox;

@@ -75,9 +75,14 @@ enum Command {
         /// Users in the sample firm.
         #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=1_000))]
         users: u32,
-        /// Contacts per user (over both sides).
+        /// Contacts per user: over both sides (`sample`), or on each side (`load`).
         #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=20_000))]
         contacts: u32,
+        /// What to seed: the sandbox's sample firm, or the benchmarks' synthetic firm (half
+        /// of each user's contacts on both sides, a fifth of each CRM list shared with two
+        /// colleagues, 5 flagged meetings a week; see `synchub::loadgen`).
+        #[arg(long, value_enum, default_value_t = Shape::Sample)]
+        shape: Shape,
     },
     /// Print a documented example configuration.
     DefaultConfig,
@@ -109,6 +114,13 @@ enum Command {
         #[arg(long)]
         plan: bool,
     },
+    /// Rewrite the store with its live records only (sled keeps the space of rewritten
+    /// records until it reuses it): run while `serve` is stopped.
+    Compact {
+        /// The configuration file (TOML; see README "Configuration").
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -132,13 +144,16 @@ fn main() -> Result<()> {
         }
         Command::Demo { data, contacts } => demo(&data, contacts as usize),
         Command::Sync { config, user, plan } => sync(&config, user.as_deref(), plan),
+        Command::Compact { config } => compact(&config),
         Command::Serve { config, listen } => serve(&config, listen),
-        Command::Emulators { host, graph_port, crm_port, users, contacts } => emulators(
-            &host,
-            graph_port,
-            crm_port,
-            synchub::sandbox::Size { users: users as usize, contacts: contacts as usize },
-        ),
+        Command::Emulators { host, graph_port, crm_port, users, contacts, shape } => {
+            let (users, contacts) = (users as usize, contacts as usize);
+            let firm = match shape {
+                Shape::Sample => Firm::Sample(synchub::sandbox::Size { users, contacts }),
+                Shape::Load => Firm::Load(synchub::loadgen::Load { users, contacts }),
+            };
+            emulators(&host, graph_port, crm_port, firm)
+        }
         Command::DefaultConfig => {
             print!("{}", synchub::hub::config::EXAMPLE);
             Ok(())
@@ -178,15 +193,32 @@ fn serve(path: &std::path::Path, listen: Option<String>) -> Result<()> {
 }
 
 /// Both emulators seeded with the sample firm, serving on `host` (port 0: any free one).
+/// What `synchub emulators` seeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Shape {
+    Sample,
+    Load,
+}
+
+/// A firm to seed the emulators with.
+#[derive(Clone, Copy, Debug)]
+enum Firm {
+    Sample(synchub::sandbox::Size),
+    Load(synchub::loadgen::Load),
+}
+
 async fn start_emulators(
     host: &str,
     graph_port: u16,
     crm_port: u16,
-    size: synchub::sandbox::Size,
+    firm: Firm,
 ) -> Result<(GraphEmulator, CrmEmulator, Endpoints, synchub::sandbox::Seeded)> {
     let graph_secret = random_token();
     let crm_token = random_token();
-    let (graph_state, crm_state, seeded) = synchub::sandbox::seed(size, Utc::now(), &graph_secret);
+    let (graph_state, crm_state, seeded) = match firm {
+        Firm::Sample(size) => synchub::sandbox::seed(size, Utc::now(), &graph_secret),
+        Firm::Load(load) => synchub::loadgen::seed(load, Utc::now(), &graph_secret),
+    };
     let graph = GraphEmulator::new(graph_state);
     let crm = CrmEmulator::new(crm_state, &crm_token);
     let graph_url = graph.start(&format!("{host}:{graph_port}")).await.context("starting the Graph emulator")?;
@@ -194,18 +226,18 @@ async fn start_emulators(
     Ok((graph, crm, Endpoints { graph: graph_url, crm: crm_url, graph_secret, crm_token }, seeded))
 }
 
-fn emulators(host: &str, graph_port: u16, crm_port: u16, size: synchub::sandbox::Size) -> Result<()> {
+fn emulators(host: &str, graph_port: u16, crm_port: u16, firm: Firm) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let shutdown = shutdown_signal()?;
         // Kept (not dropped) until shutdown: they serve while they live.
-        let (_graph, _crm, endpoints, seeded) = start_emulators(host, graph_port, crm_port, size).await?;
+        let (_graph, _crm, endpoints, seeded) = start_emulators(host, graph_port, crm_port, firm).await?;
         let Endpoints { graph: graph_url, crm: crm_url, graph_secret: secret, crm_token } = endpoints.clone();
         println!("Graph emulator on {graph_url}");
         println!("CRM emulator on {crm_url}");
         println!(
-            "sample firm: {} users, {} Outlook contacts, {} CRM list entries, {} meetings",
-            seeded.users, seeded.outlook_contacts, seeded.crm_entries, seeded.events
+            "firm: {} users, {} Outlook contacts, {} CRM list entries ({} firm contacts shared), {} meetings ({} flagged)",
+            seeded.users, seeded.outlook_contacts, seeded.crm_entries, seeded.shared_firm_contacts, seeded.events, seeded.flagged
         );
         println!("configuration for `synchub serve --config FILE`:\n");
         println!("[graph]\nauthority = \"{graph_url}\"\ntenant = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{secret}\"\nbase = \"{graph_url}/v1.0\"\n", synchub::sandbox::TENANT, synchub::sandbox::CLIENT_ID);
@@ -214,6 +246,51 @@ fn emulators(host: &str, graph_port: u16, crm_port: u16, size: synchub::sandbox:
         shutdown.await;
         Ok(())
     })
+}
+
+/// `synchub compact`: copy the store's live records into a fresh store beside it, then
+/// swap it in. A crash leaves either the old store in place (the copy is made again) or
+/// the old one beside it as `<path>.pre-compact` (put back at the next `compact`).
+fn compact(path: &std::path::Path) -> Result<()> {
+    let config = Config::load(path)?;
+    let dir = config.store.path.clone();
+    let with = |suffix: &str| {
+        let mut name = dir.as_os_str().to_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let (copy, old) = (with(".compacting"), with(".pre-compact"));
+    if old.exists() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        } else {
+            std::fs::rename(&old, &dir).with_context(|| format!("putting {} back", old.display()))?;
+            println!("an interrupted compaction left the store at {}; it is back in place", old.display());
+        }
+    }
+    anyhow::ensure!(dir.exists(), "no store at {}", dir.display());
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy).with_context(|| format!("removing {}", copy.display()))?;
+    }
+    let before = synchub_store::disk_bytes(&dir);
+    {
+        let store = synchub_store::Store::open(&dir).with_context(|| {
+            format!("opening the store at {} (is `synchub serve` running? stop it first)", dir.display())
+        })?;
+        let copied = store.copy_into(&copy).context("copying the live records")?;
+        copied.flush()?;
+    }
+    std::fs::rename(&dir, &old).with_context(|| format!("moving {} aside", dir.display()))?;
+    std::fs::rename(&copy, &dir).with_context(|| format!("moving the copy to {}", dir.display()))?;
+    std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    let after = synchub_store::disk_bytes(&dir);
+    println!(
+        "store at {} compacted: {:.1} MiB -> {:.1} MiB",
+        dir.display(),
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0
+    );
+    Ok(())
 }
 
 fn status(path: &std::path::Path) -> Result<()> {
@@ -285,7 +362,7 @@ fn sandbox(listen: &str, data: &std::path::Path, size: synchub::sandbox::Size) -
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let result = rt.block_on(async move {
         let shutdown = shutdown_signal()?;
-        let (graph, crm, endpoints, seeded) = start_emulators("127.0.0.1", 0, 0, size).await?;
+        let (graph, crm, endpoints, seeded) = start_emulators("127.0.0.1", 0, 0, Firm::Sample(size)).await?;
         let (graph_url, crm_url) = (endpoints.graph.clone(), endpoints.crm.clone());
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
         let local = listener.local_addr()?;

@@ -87,7 +87,7 @@ fn address(name: &str, email: &str) -> EmailAddress {
     EmailAddress { name: Some(name.to_string()), address: Some(email.to_string()) }
 }
 
-fn event(subject: String, start: DateTime<Utc>, organizer: &str, attendees: &[(String, String)]) -> Event {
+pub(crate) fn event(subject: String, start: DateTime<Utc>, organizer: &str, attendees: &[(String, String)]) -> Event {
     Event {
         subject: Some(subject),
         categories: Some(vec!["CRM".into()]),

@@ -31,7 +31,7 @@ pub use calendar::{CalendarWrite, LogEntry};
 pub use keys::{key, segments};
 pub use kv::{Batch, Kv, MemKv, SledKv, Tree};
 pub use records::{ContactRecord, IntentRecord, SideRecord};
-pub use user::{DocStats, Store, UserMarks, UserState, UserWrite};
+pub use user::{disk_bytes, DocStats, Store, UserMarks, UserState, UserWrite};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

@@ -25,6 +25,9 @@ pub struct UserState {
     pub intents: Vec<(String, String, IntentRecord)>,
 }
 
+/// Records per batch when copying a store.
+const COPY_PAGE: usize = 4_096;
+
 /// A user's cursors and pending pushes ([`Store::user_marks`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserMarks {
@@ -142,6 +145,32 @@ impl Store {
         Ok(UserState { doc, doc_stats, contacts, cursors: cursors(kv, &prefix)?, intents })
     }
 
+    /// Copy every record into a fresh store in `dir` (made if missing; it must not hold a
+    /// store): the live data alone, without the dead space sled keeps after rewrites.
+    /// `synchub compact` swaps the copy in for the original.
+    pub fn copy_into(&self, dir: &Path) -> Result<Store> {
+        let target = SledKv::open(dir)?;
+        let kv = self.kv.as_ref();
+        for tree in Tree::ALL.iter().copied() {
+            let Some((mut end, _)) = kv.last(tree)? else { continue };
+            end.push(0);
+            let mut start = Vec::new();
+            loop {
+                let page = kv.scan_range(tree, &start, &end, COPY_PAGE)?;
+                let Some((last, _)) = page.last() else { break };
+                start = last.clone();
+                start.push(0);
+                let mut batch = Batch::new();
+                for (k, v) in page {
+                    batch.put(tree, k, v);
+                }
+                target.apply_deferred(&batch)?;
+            }
+        }
+        target.flush()?;
+        Ok(Store::with_kv(Arc::new(target)))
+    }
+
     /// A user's cursors and how many pushes they have pending, without the rest: enough to
     /// pull before deciding whether the user needs loading at all.
     pub fn user_marks(&self, user: &str) -> Result<UserMarks> {
@@ -256,6 +285,23 @@ impl Store {
         batch.put(Tree::Settings, key(&[user.unwrap_or("").as_bytes(), name.as_bytes()]), codec::wrap(value));
         self.kv.apply(&batch)
     }
+}
+
+/// The bytes of the files under `dir` (a store's directory), subdirectories included; what
+/// cannot be read counts 0.
+pub fn disk_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => disk_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// (side, cursor) of the user whose key prefix is `prefix`.

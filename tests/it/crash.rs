@@ -110,3 +110,77 @@ async fn n1_the_binary_killed_at_random_points_of_a_large_initial_sync_ends_mirr
     assert_eq!(emails(&crm).len(), 900, "no duplicates in the CRM list");
     firm.assert_mirrored(1);
 }
+
+/// `synchub compact` (issue 8): the store rewritten with its live records is smaller, and a
+/// run after it finds everything linked (nothing pushed again, SPEC N1, X9). While another
+/// process holds the store, it refuses with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n1_the_compacted_store_is_smaller_and_runs_on_from_where_it_was() {
+    let firm = Firm::start(1, Default::default()).await;
+    for i in 0..300 {
+        let mut p = person("Ann", &format!("Lee{i}"), "Globex", &format!("ann{i}@globex.example"));
+        p.set(Field::JobTitle, Some(FieldValue::Text(format!("Counsel {i}"))));
+        if i % 2 == 0 {
+            firm.outlook_add(1, &p);
+        } else {
+            firm.crm_add(1, &p);
+        }
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let store = dir.path().join("store");
+    let file = dir.path().join("synchub.toml");
+    std::fs::write(&file, config(&firm, &store)).expect("config");
+    let synchub = move |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_synchub"))
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .stdin(Stdio::null())
+            .output()
+            .expect("synchub");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let run = |args: &'static [&'static str]| {
+        let synchub = synchub.clone();
+        tokio::task::spawn_blocking(move || synchub(args))
+    };
+    for _ in 0..3 {
+        let (ok, out) = run(&["sync"]).await.expect("task");
+        assert!(ok, "{out}");
+    }
+    let size = |p: &std::path::Path| -> u64 {
+        walk(p).iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum()
+    };
+    let before = size(&store);
+    let (ok, out) = run(&["compact"]).await.expect("task");
+    assert!(ok && out.contains("compacted"), "{out}");
+    let after = size(&store);
+    assert!(after < before, "{after} bytes after, {before} before");
+    assert!(!dir.path().join("store.compacting").exists() && !dir.path().join("store.pre-compact").exists());
+
+    let pushes_before = (firm.graph.state().contacts("m1", None).expect("m1").len(), firm.crm.state().list("u1").len());
+    let (ok, out) = run(&["sync"]).await.expect("task");
+    assert!(ok, "{out}");
+    assert_eq!(
+        (firm.graph.state().contacts("m1", None).expect("m1").len(), firm.crm.state().list("u1").len()),
+        pushes_before
+    );
+    assert_eq!(pushes_before, (300, 300), "every person once on each side");
+    firm.assert_mirrored(1);
+
+    // Held by another process: refused, and the store is left as it is.
+    let held = synchub_store::Store::open(&store).expect("open");
+    let (ok, out) = run(&["compact"]).await.expect("task");
+    assert!(!ok && out.contains("stop it first"), "{out}");
+    drop(held);
+    assert!(store.exists());
+}
+
+fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(p) {
+        Ok(entries) => {
+            entries.flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
+        }
+        Err(_) => Vec::new(),
+    }
+}
