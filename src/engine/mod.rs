@@ -110,23 +110,31 @@ pub fn pull_all(
     sides: &mut [&mut dyn ContactReplica],
     cursors: &[Option<String>; 2],
 ) -> Vec<(Side, Result<Pull, ConnectorError>)> {
+    in_parallel(sides.iter_mut().collect(), |s| {
+        let side = s.side();
+        (side, pull(*s, cursors[side.index()].as_deref()))
+    })
+}
+
+/// `work(item)` for each item, the first on this thread and each other in a thread of its
+/// own, with the run's span (its user, SPEC A5); the results in the order of `items`. A
+/// panic in any of them goes on in the caller.
+fn in_parallel<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let mut items = items.into_iter();
+    let Some(first) = items.next() else { return Vec::new() };
     std::thread::scope(|scope| {
-        let Some((first, rest)) = sides.split_first_mut() else { return Vec::new() };
-        let handles: Vec<_> = rest
-            .iter_mut()
-            .map(|s| {
-                let cursor = cursors[s.side().index()].as_deref();
-                // The run's span (its user, SPEC A5) goes with the thread.
+        let work = &work;
+        let handles: Vec<_> = items
+            .map(|item| {
                 let span = tracing::Span::current();
-                scope.spawn(move || span.in_scope(|| (s.side(), pull(*s, cursor))))
+                scope.spawn(move || span.in_scope(|| work(item)))
             })
             .collect();
-        let side = first.side();
-        let mut pulls = vec![(side, pull(*first, cursors[side.index()].as_deref()))];
+        let mut results = vec![work(first)];
         for h in handles {
-            pulls.push(h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            results.push(h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
         }
-        pulls
+        results
     })
 }
 
@@ -427,7 +435,7 @@ fn run(
         let event = Resurrection { contact: *hub, at: opts.ctx.now };
         write.journal(RESURRECTION, opts.ctx.now.timestamp_millis(), encode_record(&event)?);
     }
-    store_write(store, user, replica, write)?;
+    store_write(store, user, replica, write, true)?;
 
     push_sides(store, user, replica, &mut sides, plans, opts.ctx.fields, &mut report)?;
     store.flush()?;
@@ -613,26 +621,19 @@ pub fn resurrections(store: &Store, user: &str) -> Result<Vec<Resurrection>, Eng
 
 fn commit(store: &Store, user: &str, replica: &mut UserReplica) -> Result<(), EngineError> {
     let write = replica.take_write()?;
-    store_write(store, user, replica, write)
+    store_write(store, user, replica, write, true)
 }
 
 /// Commit what pushes' answers recorded, durable with the next commit or flush: a crash
 /// that loses it leaves those intents attempted, and they are settled by reading back.
 fn commit_outcomes(store: &Store, user: &str, replica: &mut UserReplica) -> Result<(), EngineError> {
     let write = replica.take_write()?;
-    store_write_as(store, user, replica, write, false)
+    store_write(store, user, replica, write, false)
 }
 
+/// Commit `write` (durable, or deferred to the next durable commit), compacting the
+/// document when its chunks call for it.
 fn store_write(
-    store: &Store,
-    user: &str,
-    replica: &UserReplica,
-    write: synchub_store::UserWrite,
-) -> Result<(), EngineError> {
-    store_write_as(store, user, replica, write, true)
-}
-
-fn store_write_as(
     store: &Store,
     user: &str,
     replica: &UserReplica,
@@ -699,25 +700,7 @@ fn push_sides(
         finished.ok = result.is_ok();
         result
     };
-    let results: Vec<Result<(), EngineError>> = match work.len() {
-        0 => Vec::new(),
-        1 => work.into_iter().map(|(side, ops)| worker(side, ops)).collect(),
-        _ => std::thread::scope(|scope| {
-            let mut work = work.into_iter();
-            let first = work.next();
-            let handles: Vec<_> = work
-                .map(|(side, ops)| {
-                    let span = tracing::Span::current();
-                    scope.spawn(move || span.in_scope(|| worker(side, ops)))
-                })
-                .collect();
-            let mut results: Vec<_> = first.into_iter().map(|(side, ops)| worker(side, ops)).collect();
-            for h in handles {
-                results.push(h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-            }
-            results
-        }),
-    };
+    let results = in_parallel(work, |(side, ops)| worker(side, ops));
     results.into_iter().collect()
 }
 
