@@ -62,9 +62,8 @@ fn default_listen() -> String {
 pub struct StoreConfig {
     #[serde(default = "default_store")]
     pub path: PathBuf,
-    /// MiB of users' contact state kept in memory between runs (0: none); beyond it, the
-    /// users who ran longest ago are loaded from the store again at their next run with
-    /// changes.
+    /// MiB of users' contact state kept in memory between runs (0: none); users who do not
+    /// fit are loaded from the store again at their next run with changes.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: usize,
 }

@@ -137,15 +137,47 @@ struct UserCache {
     sides: Option<(GraphSide, CrmSide)>,
 }
 
-/// The users whose replica is kept in memory between runs, within a budget of bytes; the
-/// user who ran longest ago is dropped first (and loaded again at its next run with
-/// changes: see `Hub::pull_early`).
+/// The users whose replica is kept in memory between runs, within a budget of bytes. When
+/// the budget is full, a user who does not fit is not kept (loaded again at its next run
+/// with changes: see `Hub::pull_early`), and those kept stay: the scheduler runs every user
+/// in turn, and dropping the one who ran longest ago would drop each just before its next
+/// run (none would be found kept). A kept user who has not run for two rounds of every
+/// known user is stale, and makes room.
 struct Kept {
     budget: usize,
     used: usize,
     tick: u64,
     /// User → (last kept at tick, bytes).
     users: HashMap<String, (u64, usize)>,
+}
+
+impl Kept {
+    /// Keep `user`, taking `bytes`, if it fits once stale users (not run for two rounds of
+    /// the `known` users) are dropped. Returns whether it is kept, and the users dropped.
+    fn admit(&mut self, user: &str, bytes: usize, known: u64) -> (bool, Vec<String>) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some((_, old)) = self.users.remove(user) {
+            self.used -= old;
+        }
+        let mut dropped = Vec::new();
+        if self.used + bytes > self.budget {
+            let stale: Vec<String> =
+                self.users.iter().filter(|(_, (last, _))| tick - last > 2 * known).map(|(u, _)| u.clone()).collect();
+            for u in stale {
+                if let Some((_, b)) = self.users.remove(&u) {
+                    self.used -= b;
+                }
+                dropped.push(u);
+            }
+        }
+        if self.used + bytes > self.budget {
+            return (false, dropped);
+        }
+        self.users.insert(user.to_string(), (tick, bytes));
+        self.used += bytes;
+        (true, dropped)
+    }
 }
 
 /// The default budget for users kept in memory between runs (`[store] cache_mib`).
@@ -340,36 +372,22 @@ impl Hub {
         self
     }
 
-    /// Keep `user`'s replica (and what its CRM side read) for the next run, within the
-    /// budget: users who ran longest ago are dropped to make room.
+    /// Keep `user`'s replica (and what its CRM side read) for the next run, if it fits in
+    /// the budget (after dropping stale users, see [`Kept`]).
     fn keep(&self, user: &str, cache: &mut UserCache, replica: UserReplica) {
         let bytes = replica.approx_bytes() + cache.sides.as_ref().map_or(0, |(_, crm)| crm.kept_bytes());
-        let dropped = {
-            let mut kept = lock(&self.kept);
-            if bytes > kept.budget {
-                if let Some((_, crm)) = cache.sides.as_mut() {
-                    crm.forget_items();
-                }
-                return;
-            }
-            kept.tick += 1;
-            let tick = kept.tick;
-            if let Some((_, old)) = kept.users.insert(user.to_string(), (tick, bytes)) {
-                kept.used -= old;
-            }
-            kept.used += bytes;
-            let mut dropped = Vec::new();
-            while kept.used > kept.budget {
-                let oldest = kept.users.iter().filter(|(u, _)| u.as_str() != user).min_by_key(|(_, (t, _))| *t);
-                let Some(oldest) = oldest.map(|(u, _)| u.clone()) else { break };
-                if let Some((_, b)) = kept.users.remove(&oldest) {
-                    kept.used -= b;
-                }
-                dropped.push(oldest);
-            }
-            dropped
-        };
-        cache.replica = Some(replica);
+        let known = lock(&self.users).len() as u64;
+        let (admitted, dropped) = lock(&self.kept).admit(user, bytes, known);
+        if admitted {
+            cache.replica = Some(replica);
+        } else if let Some((_, crm)) = cache.sides.as_mut() {
+            crm.forget_items();
+        }
+        self.drop_kept(dropped);
+    }
+
+    /// Drop the replicas of users no longer kept.
+    fn drop_kept(&self, dropped: Vec<String>) {
         for other in dropped {
             let Some(cell) = lock(&self.users).get(&other).cloned() else { continue };
             // A user whose run is in flight has taken its replica out already.
@@ -1299,5 +1317,69 @@ impl scheduler::Jobs for HubJobs {
                 Err(e) => Err(job_error(e.to_string(), &[])),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(budget: usize) -> Kept {
+        Kept { budget, used: 0, tick: 0, users: HashMap::new() }
+    }
+
+    /// Runs every user in turn, each taken out of the kept set when its run starts and
+    /// offered back when it ends (as `Hub::run_user` does); how many runs found their user
+    /// kept.
+    fn rounds(k: &mut Kept, users: &[&str], rounds: usize) -> usize {
+        let mut hits = 0;
+        for _ in 0..rounds {
+            for u in users {
+                if let Some((_, b)) = k.users.remove(*u) {
+                    k.used -= b;
+                    hits += 1;
+                }
+                k.admit(u, 10, users.len() as u64);
+            }
+        }
+        hits
+    }
+
+    #[test]
+    fn a2_users_run_in_turn_keep_those_that_fit_instead_of_each_dropping_the_next() {
+        let users: Vec<String> = (0..10).map(|i| format!("u{i}")).collect();
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        let mut k = kept(40);
+        // The first round fills the budget with the first four; every later round finds
+        // them kept. Dropping whoever ran longest ago would find none kept.
+        assert_eq!(rounds(&mut k, &users, 5), 4 * 4);
+        assert_eq!(k.used, 40);
+        let mut names: Vec<_> = k.users.keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, ["u0", "u1", "u2", "u3"]);
+    }
+
+    #[test]
+    fn a2_a_kept_user_who_stopped_running_makes_room_after_two_rounds() {
+        let mut k = kept(20);
+        assert_eq!(k.admit("gone", 10, 3), (true, vec![]));
+        assert_eq!(k.admit("a", 10, 3), (true, vec![]));
+        // "b" does not fit while "gone" ran recently.
+        assert_eq!(k.admit("b", 10, 3), (false, vec![]));
+        for _ in 0..6 {
+            k.users.remove("a");
+            k.used -= 10;
+            k.admit("a", 10, 3);
+        }
+        // "gone" has not run for more than two rounds of the 3 known users: it is dropped.
+        assert_eq!(k.admit("b", 10, 3), (true, vec!["gone".to_string()]));
+        assert_eq!(k.used, 20);
+    }
+
+    #[test]
+    fn a2_a_user_bigger_than_the_budget_is_not_kept() {
+        let mut k = kept(5);
+        assert_eq!(k.admit("a", 10, 1), (false, vec![]));
+        assert_eq!(k.used, 0);
     }
 }
