@@ -70,7 +70,7 @@ pub fn changes_round(replica: &UserReplica, fields_per_side: usize, round: usize
             .skip(offset)
             .take(fields_per_side / 2)
             .map(|(_, e)| {
-                let mut fields: ContactFields = e.shadow.clone();
+                let mut fields: ContactFields = e.shadow.fields();
                 fields.set(Field::JobTitle, Some(FieldValue::Text(format!("Counsel ({side} {round})"))));
                 fields.set(Field::BusinessCity, Some(FieldValue::Text(format!("Boston ({side} {round})"))));
                 Observed {

@@ -22,8 +22,8 @@ use synchub_connectors::{ConnectorError, ErrorKind};
 use synchub_store::Store;
 
 use crate::merge::{
-    materialise, ItemChange, Merge, MergeError, Observed, PushKind, PushOp, PushOutcome, RunCtx, RunLog, SideItem,
-    UserReplica,
+    materialise, ItemChange, Merge, MergeError, Observed, PushKind, PushOp, PushOutcome, RunCtx, RunLog, Shadow,
+    SideItem, UserReplica,
 };
 use crate::model::{FieldSet, HubContactId, ItemId, Side};
 
@@ -471,9 +471,9 @@ fn guard(
             .filter(|op| match op.kind {
                 PushKind::Create => false,
                 PushKind::Delete => true,
-                PushKind::Update => {
-                    replica.entry(side, op.hub).is_none_or(|e| !e.shadow.equivalent_on(&op.fields, FieldSet::all()))
-                }
+                PushKind::Update => replica
+                    .entry(side, op.hub)
+                    .is_none_or(|e| !e.shadow.fields().equivalent_on(&op.fields, FieldSet::all())),
             })
             .count();
         if changes > g.max_changes && changes * 100 > g.max_percent * list.max(1) {
@@ -509,7 +509,7 @@ fn restore(replica: &mut UserReplica, side: Side, pull: &mut Pull, set: FieldSet
         let Some(mut entry) = replica.entry(side, *hub).cloned() else { continue };
         match listed.get(item) {
             Some(found) => {
-                entry.shadow = found.fields.restricted(set);
+                entry.shadow = Shadow::new(&found.fields.restricted(set));
                 entry.etag = found.etag.clone();
                 entry.stamped = found.stamp == Some(*hub);
             }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::doc::Heads;
-use super::state::{Intent, PushKind, SideEntry, UserReplica};
+use super::state::{Intent, PushKind, Shadow, SideEntry, UserReplica};
 use crate::model::{ContactFields, FieldSet, HubContactId, ItemId, Side};
 
 /// One planned write to a side.
@@ -91,7 +91,7 @@ pub fn plan_sides(replica: &mut UserReplica, requests: &[SidePlan]) -> Vec<Vec<P
             let linked = entry.and_then(|e| e.item.clone());
             let kind = match (view.deleted, &linked, entry) {
                 (false, None, _) => PushKind::Create,
-                (false, Some(_), Some(e)) if !e.stamped || !view.fields.equivalent_on(&e.shadow, set) => {
+                (false, Some(_), Some(e)) if !e.stamped || !view.fields.equivalent_on(&e.shadow.fields(), set) => {
                     PushKind::Update
                 }
                 (true, Some(_), _) => PushKind::Delete,
@@ -176,7 +176,7 @@ pub fn record(replica: &mut UserReplica, op: &PushOp, outcome: PushOutcome) -> P
     let stamped_entry = |item: Option<ItemId>, etag: Option<String>| SideEntry {
         item,
         etag,
-        shadow: op.fields.clone(),
+        shadow: Shadow::new(&op.fields),
         base: op.heads.clone(),
         stamped: true,
         previous: None,

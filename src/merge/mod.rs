@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 pub use doc::{Author, ContactDoc, DocContact, Heads};
 pub use materialise::{PushOp, PushOutcome};
 pub use run::{Conflict, Merge, RunCtx, RunLog, Slot};
-pub use state::{Intent, PushKind, SideEntry, SideState, UserReplica};
+pub use state::{Intent, PushKind, Shadow, SideEntry, SideState, UserReplica};
 
 use crate::model::{ContactFields, HubContactId, ItemId, ModelError};
 

@@ -9,7 +9,7 @@ use automerge::{ObjId, ScalarValue};
 
 use super::doc::{encode, write_at, Author, Heads, DELETED};
 use super::run::{Merge, Slot};
-use super::state::{Intent, PushKind, SideEntry};
+use super::state::{Intent, PushKind, Shadow, SideEntry};
 use super::{ItemChange, MergeError, Observed, SideItem};
 use crate::model::{equivalent, ContactFields, Field, FieldSet, HubContactId, ItemId, Side};
 
@@ -77,7 +77,7 @@ impl Merge<'_> {
         }
         let Some(obj) = self.replica.doc.contact_obj(hub) else { return false };
         let current = self.replica.doc.read(&obj, None).fields;
-        let Some(entry) = self.replica.entry(side, hub) else { return false };
+        let Some(shadow) = self.replica.entry(side, hub).map(|e| e.shadow.fields()) else { return false };
         let norm = |f: &ContactFields, field: Field| -> String {
             f.get(field)
                 .and_then(|v| v.as_text())
@@ -90,7 +90,7 @@ impl Merge<'_> {
             return false;
         }
         identity.into_iter().all(|field| {
-            let (old, new) = (norm(&entry.shadow, field), norm(&item.fields, field));
+            let (old, new) = (norm(&shadow, field), norm(&item.fields, field));
             !old.is_empty() && !new.is_empty() && old != new
         })
     }
@@ -162,7 +162,7 @@ impl Merge<'_> {
         match self.replica.side(side).intents.get(&hub) {
             // Our create reached the side: the item was made with these values.
             Some(Intent { kind: PushKind::Create, heads, fields, attempted: true }) => {
-                entry.shadow = fields.clone();
+                entry.shadow = Shadow::new(fields);
                 entry.base = heads.clone();
             }
             // The side held the contact before (a restored item): what it held then is the
@@ -172,11 +172,12 @@ impl Merge<'_> {
             // it (what it shows beyond that is the side's edit, concurrent with this run's
             // other writes). A contact made earlier in this run is read as it is now.
             _ if self.created.contains(&hub) || self.start_heads.is_empty() => {
-                entry.shadow = self.replica.doc.read(&obj, None).fields.restricted(set);
+                entry.shadow = Shadow::new(&self.replica.doc.read(&obj, None).fields.restricted(set));
                 entry.base = self.replica.doc.heads();
             }
             _ => {
-                entry.shadow = self.replica.doc.read(&obj, Some(&self.start_heads)).fields.restricted(set);
+                entry.shadow =
+                    Shadow::new(&self.replica.doc.read(&obj, Some(&self.start_heads)).fields.restricted(set));
                 entry.base = self.start_heads.clone();
             }
         }
@@ -216,7 +217,7 @@ impl Merge<'_> {
         let entry = crate::merge::SideEntry {
             item: Some(item_id.clone()),
             etag: None,
-            shadow,
+            shadow: Shadow::new(&shadow),
             base: self.replica.doc.heads(),
             stamped: false,
             previous: None,
@@ -273,7 +274,7 @@ impl Merge<'_> {
         // on both sides is written at the side's base like any edit, so a later change by
         // the other side still meets it as a concurrent value (echoes of our own pushes
         // equal the shadow and write nothing; crashed pushes are settled by their intents).
-        let mut diff: Vec<Slot> = fields.differing(&entry.shadow, set).into_iter().map(Slot::Field).collect();
+        let mut diff: Vec<Slot> = fields.differing(&entry.shadow.fields(), set).into_iter().map(Slot::Field).collect();
         if self.restores.contains(&hub) {
             diff.push(Slot::Deleted);
             self.log.resurrected.push(hub);
@@ -290,7 +291,7 @@ impl Merge<'_> {
             })
             .collect();
         let base = entry.base.clone();
-        entry.shadow = fields;
+        entry.shadow = Shadow::new(&fields);
         let pending = Pending { hub, obj, puts, modified: item.modified.timestamp_millis(), after: entry };
         groups.entry(base).or_default().push(pending);
     }
@@ -339,8 +340,14 @@ impl Merge<'_> {
         self.hashes.insert(hash, side);
         for ((hub, fields), (item_id, etag, stamp)) in contacts.into_iter().zip(rest) {
             let stamped = stamp == Some(hub);
-            let entry =
-                SideEntry { item: Some(item_id), etag, shadow: fields, base: vec![hash], stamped, previous: None };
+            let entry = SideEntry {
+                item: Some(item_id),
+                etag,
+                shadow: Shadow::new(&fields),
+                base: vec![hash],
+                stamped,
+                previous: None,
+            };
             self.replica.set_entry(side, hub, entry);
             self.created.insert(hub);
             self.touched.insert(hub);
@@ -358,11 +365,11 @@ fn reconcile(entry: &mut SideEntry, intent: &Intent, item: &ContactFields, stamp
     if !intent.attempted || intent.kind == PushKind::Delete || !stamped {
         return;
     }
-    let pushed = intent.fields.differing(&entry.shadow, set);
+    let pushed = intent.fields.differing(&entry.shadow.fields(), set);
     let applied = item.equivalent_on(&intent.fields, set)
         || (!pushed.is_empty() && pushed.iter().all(|f| equivalent(*f, item.get(*f), intent.fields.get(*f))));
     if applied {
-        entry.shadow = intent.fields.clone();
+        entry.shadow = Shadow::new(&intent.fields);
         entry.base = intent.heads.clone();
         entry.stamped = true;
     }

@@ -3,6 +3,7 @@
 //! tracked so a batch writes only what moved.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use automerge::ChangeHash;
 use synchub_store::{ContactRecord, IntentRecord, SideRecord, Store, UserWrite};
@@ -20,13 +21,72 @@ pub struct SideEntry {
     /// Its etag/version as last seen.
     pub etag: Option<String>,
     /// The mapped values the side holds.
-    pub shadow: ContactFields,
+    pub shadow: Shadow,
     /// The document heads the side's copy corresponds to.
     pub base: Heads,
     /// Whether the item carries synchub's stamps (hub id, link) (SPEC X9).
     pub stamped: bool,
     /// The item the side held before it let the contact go (see `SideRecord::previous`).
     pub previous: Option<ItemId>,
+}
+
+/// A side's shadow, kept encoded (postcard) and shared by its copies: a few hundred bytes
+/// instead of a map of strings several times that size, and a synced contact's two sides
+/// (whose shadows are usually equal) share one. Encoded by [`Shadow::new`] or checked when
+/// loaded, so it always decodes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Shadow(Arc<[u8]>);
+
+impl Shadow {
+    /// The shadow holding `fields`.
+    pub fn new(fields: &ContactFields) -> Shadow {
+        match postcard::to_allocvec(fields) {
+            Ok(bytes) => Shadow(bytes.into()),
+            // Not reachable (a map of plain values always encodes); an empty shadow makes
+            // the side's copy look edited, never lost.
+            Err(e) => {
+                tracing::error!(error = %e, "a shadow could not be encoded; kept empty");
+                Shadow::default()
+            }
+        }
+    }
+
+    /// A shadow as the store kept it, checked.
+    fn stored(bytes: &[u8]) -> Result<Shadow, MergeError> {
+        decode_fields(bytes)?;
+        Ok(Shadow(bytes.into()))
+    }
+
+    /// The values.
+    pub fn fields(&self) -> ContactFields {
+        decode_fields(&self.0).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a checked shadow did not decode; read as empty");
+            ContactFields::new()
+        })
+    }
+
+    /// The encoding, as stored.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Default for Shadow {
+    fn default() -> Shadow {
+        Shadow::new(&ContactFields::new())
+    }
+}
+
+impl std::fmt::Debug for Shadow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.fields().fmt(f)
+    }
+}
+
+impl From<&ContactFields> for Shadow {
+    fn from(fields: &ContactFields) -> Shadow {
+        Shadow::new(fields)
+    }
 }
 
 /// What a push does.
@@ -122,18 +182,18 @@ fn decode_fields(bytes: &[u8]) -> Result<ContactFields, MergeError> {
 /// equal, so a later side's shadow equal to an earlier one's is stored as [`SAME_SHADOW`].
 const SAME_SHADOW: &[u8] = &[0xff];
 
-fn encode_shadow(fields: &ContactFields, earlier: Option<&ContactFields>) -> Result<Vec<u8>, MergeError> {
-    if earlier == Some(fields) {
-        return Ok(SAME_SHADOW.to_vec());
+fn encode_shadow(shadow: &Shadow, earlier: Option<&Shadow>) -> Vec<u8> {
+    if earlier == Some(shadow) {
+        return SAME_SHADOW.to_vec();
     }
-    encode_fields(fields)
+    shadow.bytes().to_vec()
 }
 
-fn decode_shadow(bytes: &[u8], earlier: Option<&ContactFields>) -> Result<ContactFields, MergeError> {
+fn decode_shadow(bytes: &[u8], earlier: Option<&Shadow>) -> Result<Shadow, MergeError> {
     match (bytes, earlier) {
         (SAME_SHADOW, Some(e)) => Ok(e.clone()),
         (SAME_SHADOW, None) => Err(MergeError::Malformed("a shadow refers to a missing earlier one".into())),
-        _ => decode_fields(bytes),
+        _ => Shadow::stored(bytes),
     }
 }
 
@@ -168,7 +228,7 @@ impl UserReplica {
         }
         for (hub, record) in stored.contacts {
             let hub: HubContactId = hub.parse()?;
-            let mut earlier: Option<ContactFields> = None;
+            let mut earlier: Option<Shadow> = None;
             for (side, rec) in record.sides {
                 let side = parse_side(&side)?;
                 let item = rec.item.map(|i| i.parse::<ItemId>()).transpose()?;
@@ -199,15 +259,15 @@ impl UserReplica {
     }
 
     /// About how much resident memory keeping the replica costs, from its counts. A freshly
-    /// loaded 1,500-contact replica with 3,000 side entries is 2.66 MiB of live heap (a
-    /// counting allocator: about 1,000 bytes a contact for the document, 420 a side entry),
-    /// but one kept after a run cost about 10 MiB of the process's RSS in the firm
-    /// benchmark (Automerge's indexes built by the run's reads, and the allocator's
-    /// fragmentation): 4,000 bytes a contact and 1,200 a side entry.
+    /// loaded user of 1,500 contacts with 3,000 side entries is 2.37 MiB of live heap (a
+    /// counting allocator: 1.05 MiB the document, about 440 bytes a side entry with its
+    /// encoded shadow); one kept after a run with a change is about 2.9 MiB (Automerge's
+    /// indexes built by the run's reads), and RSS adds about a fifth: 1,400 bytes a
+    /// contact and 500 a side entry.
     pub fn approx_bytes(&self) -> usize {
         let [a, b] = &self.sides;
         let contacts = a.entries.len().max(b.entries.len());
-        contacts * 4_000 + (a.entries.len() + b.entries.len()) * 1_200
+        contacts * 1_400 + (a.entries.len() + b.entries.len()) * 500
     }
 
     /// One side's bookkeeping.
@@ -289,14 +349,14 @@ impl UserReplica {
         }
         for hub in std::mem::take(&mut self.dirty_entries) {
             let mut record = ContactRecord::default();
-            let mut earlier: Option<&ContactFields> = None;
+            let mut earlier: Option<&Shadow> = None;
             for side in Side::BOTH {
                 if let Some(e) = self.entry(side, hub) {
                     let rec = SideRecord {
                         item: e.item.as_ref().map(ToString::to_string),
                         etag: e.etag.clone(),
                         base: raw(&e.base),
-                        shadow: encode_shadow(&e.shadow, earlier)?,
+                        shadow: encode_shadow(&e.shadow, earlier),
                         stamped: e.stamped,
                         previous: e.previous.as_ref().map(ToString::to_string),
                     };

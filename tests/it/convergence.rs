@@ -219,7 +219,7 @@ impl Harness {
                     let known = hub.and_then(|h| {
                         let replica = self.world.replica();
                         match replica.entry(side, h) {
-                            Some(e) if !e.base.is_empty() => Some(e.shadow.clone()),
+                            Some(e) if !e.base.is_empty() => Some(e.shadow.fields()),
                             _ => replica.doc.contact_obj(h).map(|obj| replica.doc.read(&obj, None).fields),
                         }
                     });
@@ -297,14 +297,14 @@ impl Harness {
             // item carrying a stamp (a restored one), what the side last held of that contact.
             let hub = replica.side(e.side).hub_for(&e.item);
             let believed = match hub {
-                Some(h) => replica.entry(e.side, h).map(|en| en.shadow.get(e.field).cloned()),
+                Some(h) => replica.entry(e.side, h).map(|en| en.shadow.fields().get(e.field).cloned()),
                 None => {
                     // The contact the stamp names, unless its item still exists on this side
                     // (then this is a copy, and new).
                     item.stamp
                         .and_then(|h| replica.entry(e.side, h))
                         .filter(|en| !en.base.is_empty() && en.item.as_ref().is_none_or(|i| !live_items.contains(i)))
-                        .map(|en| en.shadow.get(e.field).cloned())
+                        .map(|en| en.shadow.fields().get(e.field).cloned())
                 }
             };
             let visible = match believed {
@@ -348,7 +348,7 @@ impl Harness {
         }
         let [(other_id, other_item)] = others.as_slice() else { return false };
         if other_entry.item.as_ref() != Some(other_id)
-            || !other_item.equivalent_on(&other_entry.shadow, synchub::model::FieldSet::all())
+            || !other_item.equivalent_on(&other_entry.shadow.fields(), synchub::model::FieldSet::all())
         {
             return false;
         }
