@@ -20,6 +20,10 @@ use crate::model::{ContactFields, Field, FieldSet, FieldValue, HubContactId, Ite
 /// Requests in flight at once for one user's pushes.
 const PARALLEL: usize = 16;
 
+/// Up to this many updates of contacts not read this run are looked up by e-mail address,
+/// one request each; more, and the whole list is read once instead.
+const LOOKUPS: usize = 50;
+
 /// One user's CRM contact list.
 pub struct CrmSide {
     client: CrmClient,
@@ -33,8 +37,8 @@ pub struct CrmSide {
     written: HashMap<String, String>,
 }
 
-/// The contacts a side last read, kept between runs as their JSON (about a third of the
-/// parsed size: a firm of users each with 1,000 or more contacts keeps one per contact).
+/// The contacts read during a run, for read-modify-write, kept as their JSON (about a third
+/// of the parsed size: a first listing holds every contact of the list).
 #[derive(Default)]
 struct Seen(HashMap<String, Box<[u8]>>);
 
@@ -68,11 +72,6 @@ impl Seen {
         *self = Seen::default();
     }
 
-    /// About how much memory the kept contacts take (their JSON and the map's share).
-    fn approx_bytes(&self) -> usize {
-        self.0.iter().map(|(id, bytes)| id.len() + bytes.len() + 64).sum()
-    }
-
     fn contacts(&self) -> impl Iterator<Item = Contact> + '_ {
         self.0.values().filter_map(|bytes| serde_json::from_slice(bytes).ok())
     }
@@ -85,14 +84,10 @@ impl CrmSide {
         CrmSide { client, rt, user: user.to_string(), set, seen: Seen::default(), written: HashMap::new() }
     }
 
-    /// Forget the contacts read (a later update of one reads the list again).
+    /// Forget the contacts read (a later update of one looks it up by e-mail address, or
+    /// reads the list again).
     pub fn forget_items(&mut self) {
         self.seen.clear();
-    }
-
-    /// About how much memory the contacts kept since they were read take.
-    pub fn kept_bytes(&self) -> usize {
-        self.seen.approx_bytes()
     }
 
     /// Read the whole list again (the CRM has no single-contact read): for items not seen
@@ -389,7 +384,84 @@ fn etag_of(c: &Contact) -> String {
     etag(c)
 }
 
+/// The list entry a contact's shadow describes: its list-level fields, stamped with `hub`
+/// when the copy carries the stamps, at entry version `version`.
+fn known_entry(shadow: &ContactFields, stamped: bool, hub: &str, version: u64) -> Entry {
+    Entry {
+        version,
+        external_ref: stamped.then(|| hub.to_string()),
+        notes: value_text(shadow, Field::Notes),
+        categories: match shadow.get(Field::Categories) {
+            Some(FieldValue::List(items)) => items.clone(),
+            _ => Vec::new(),
+        },
+        private: matches!(shadow.get(Field::Private), Some(FieldValue::Flag(true))),
+        ..Entry::default()
+    }
+}
+
 impl CrmSide {
+    /// Find the firm records of contacts to update that were not read this run by one of
+    /// their e-mail addresses (as the CRM last showed them, then as they are to be): the
+    /// CRM has no single-contact read, and reading the whole list for a few updates costs
+    /// the list. Those not found are left to the caller (which reads the list).
+    fn look_up(&mut self, ops: &[&PushOp]) {
+        let emails = |fields: &ContactFields| -> Vec<String> {
+            [Field::Email1, Field::Email2, Field::Email3]
+                .into_iter()
+                .filter_map(|f| fields.get(f).and_then(FieldValue::as_text).map(str::to_string))
+                .collect()
+        };
+        let wanted: Vec<(String, Vec<String>)> = ops
+            .iter()
+            .filter_map(|op| {
+                let cid = op.item.as_ref()?.as_str().to_string();
+                let mut addresses = op.shadow.as_ref().map(|(s, _)| emails(&s.fields())).unwrap_or_default();
+                for a in emails(&op.fields) {
+                    if !addresses.contains(&a) {
+                        addresses.push(a);
+                    }
+                }
+                (!addresses.is_empty()).then_some((cid, addresses))
+            })
+            .collect();
+        let client = self.client.clone();
+        let found = self.rt.block_on(async move {
+            let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+            let mut tasks = tokio::task::JoinSet::new();
+            for (cid, addresses) in wanted {
+                let (client, semaphore) = (client.clone(), semaphore.clone());
+                tasks.spawn(async move {
+                    let _permit = semaphore.acquire_owned().await;
+                    for address in addresses {
+                        match client.contacts_by_email(&address).await {
+                            Ok(found) => {
+                                if let Some(c) = found.into_iter().find(|c| c.contact_id == cid) {
+                                    return Some(c);
+                                }
+                            }
+                            Err(e) => {
+                                tracing::debug!(contact = %cid, error = %e, "look-up by e-mail failed; the list is read instead");
+                                return None;
+                            }
+                        }
+                    }
+                    None
+                });
+            }
+            let mut found = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok(Some(c)) = joined {
+                    found.push(c);
+                }
+            }
+            found
+        });
+        for c in found {
+            self.seen.insert(&Contact { entry: None, ..c });
+        }
+    }
+
     /// Add the firm record `op.previous` back to the list and write `op.fields` over it; a
     /// record that is gone is created anew.
     fn readd(&mut self, op: &PushOp) -> Result<PushOutcome, ConnectorError> {
@@ -494,10 +566,18 @@ impl ContactReplica for CrmSide {
                 .map(|a| a.unwrap_or_else(|| Err(ConnectorError::new(ErrorKind::Unavailable, "no answer"))))
                 .collect();
         }
-        let unseen = ops.iter().any(|op| {
-            op.kind == PushKind::Update && op.item.as_ref().is_some_and(|i| !self.seen.contains_key(i.as_str()))
-        });
-        if unseen {
+        let unseen = |seen: &Seen| -> Vec<&PushOp> {
+            ops.iter()
+                .filter(|op| {
+                    op.kind == PushKind::Update && op.item.as_ref().is_some_and(|i| !seen.contains_key(i.as_str()))
+                })
+                .collect()
+        };
+        let few = unseen(&self.seen);
+        if !few.is_empty() && few.len() <= LOOKUPS {
+            self.look_up(&few);
+        }
+        if !unseen(&self.seen).is_empty() {
             if let Err(e) = self.relist() {
                 return vec![Err(e); ops.len()];
             }
@@ -513,7 +593,16 @@ impl ContactReplica for CrmSide {
                 let item = op.item.as_ref().map(|i| i.as_str().to_string());
                 let (client, user, semaphore) = (client.clone(), user.clone(), semaphore.clone());
                 let (kind, hub, fields, etag) = (op.kind, op.hub.to_string(), op.fields.clone(), op.etag.clone());
-                let before = item.as_ref().and_then(|i| seen.get(i));
+                let before = item.as_ref().and_then(|i| seen.get(i)).map(|mut c| {
+                    if c.entry.is_none() {
+                        // Found by e-mail address (no entry): the entry as last seen.
+                        c.entry = op.shadow.as_ref().map(|(s, stamped)| {
+                            let version = versions(etag.as_deref()).map_or(0, |(_, e)| e);
+                            known_entry(&s.fields(), *stamped, &hub, version)
+                        });
+                    }
+                    c
+                });
                 tasks.spawn(async move {
                     let _permit = semaphore.acquire_owned().await;
                     let result = match (kind, &item) {

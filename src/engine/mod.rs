@@ -889,6 +889,7 @@ fn recover(
                 heads: intent.heads,
                 peer: replica.entry(side.other(), hub).and_then(|e| e.item.clone()),
                 previous: entry.previous.clone(),
+                shadow: Some((entry.shadow.clone(), entry.stamped)),
             };
             let settled = settle(*s, &op, set);
             tracing::info!(user, %side, contact = %hub, op = op.kind.name(), ?settled, "settled a push a crash left unconfirmed");

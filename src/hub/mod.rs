@@ -372,16 +372,14 @@ impl Hub {
         self
     }
 
-    /// Keep `user`'s replica (and what its CRM side read) for the next run, if it fits in
+    /// Keep `user`'s replica for the next run, if it fits in
     /// the budget (after dropping stale users, see [`Kept`]).
     fn keep(&self, user: &str, cache: &mut UserCache, replica: UserReplica) {
-        let bytes = replica.approx_bytes() + cache.sides.as_ref().map_or(0, |(_, crm)| crm.kept_bytes());
+        let bytes = replica.approx_bytes();
         let known = lock(&self.users).len() as u64;
         let (admitted, dropped) = lock(&self.kept).admit(user, bytes, known);
         if admitted {
             cache.replica = Some(replica);
-        } else if let Some((_, crm)) = cache.sides.as_mut() {
-            crm.forget_items();
         }
         self.drop_kept(dropped);
     }
@@ -397,9 +395,6 @@ impl Hub {
                 Err(std::sync::TryLockError::WouldBlock) => continue,
             };
             other.replica = None;
-            if let Some((_, crm)) = other.sides.as_mut() {
-                crm.forget_items();
-            }
         }
     }
 
@@ -962,17 +957,15 @@ impl Hub {
             // structures several times the size of a fresh load: it is dropped and loaded
             // compactly next time.
             let written: u32 = report.counts.iter().map(|c| c.created + c.updated + c.deleted).sum();
+            // What the sides read is not kept: the next run's pull brings what changed, and
+            // the CRM side finds what else it updates by e-mail address.
             graph.forget_items();
+            crm.forget_items();
             cache.sides = Some((graph, crm));
-            match replica.filter(|_| mode != RunMode::DryRun && report.held.is_none() && written <= BIG_RUN) {
-                Some(replica) => self.keep(&pair.key, &mut cache, replica),
-                // What the CRM side read is kept only with a kept replica (within the
-                // budget); after a big run its writes come back in the next pull anyway.
-                None => {
-                    if let Some((_, crm)) = cache.sides.as_mut() {
-                        crm.forget_items();
-                    }
-                }
+            if let Some(replica) =
+                replica.filter(|_| mode != RunMode::DryRun && report.held.is_none() && written <= BIG_RUN)
+            {
+                self.keep(&pair.key, &mut cache, replica);
             }
             report
         });

@@ -32,6 +32,10 @@ pub struct PushOp {
     /// that keeps it (a CRM firm record off the user's list) takes back instead of making
     /// another.
     pub previous: Option<ItemId>,
+    /// The side's copy as last seen (its shadow), and whether it carries the stamps: a side
+    /// with no single-item read that finds the item another way (the CRM, by e-mail
+    /// address) knows from these what its list-level fields held.
+    pub shadow: Option<(Shadow, bool)>,
 }
 
 /// What came of a push, after reading back when the answer was an error.
@@ -110,6 +114,7 @@ pub fn plan_sides(replica: &mut UserReplica, requests: &[SidePlan]) -> Vec<Vec<P
             let etag = entry.and_then(|e| e.etag.clone());
             let fields = if kind == PushKind::Delete { ContactFields::new() } else { view.fields.restricted(set) };
             let previous = entry.and_then(|e| e.previous.clone());
+            let shadow = entry.map(|e| (e.shadow.clone(), e.stamped));
             ops.push(PushOp {
                 side,
                 hub,
@@ -120,6 +125,7 @@ pub fn plan_sides(replica: &mut UserReplica, requests: &[SidePlan]) -> Vec<Vec<P
                 heads: heads.clone(),
                 peer: None,
                 previous,
+                shadow,
             });
         }
     }

@@ -4,7 +4,7 @@
 
 use synchub::engine::matching::InitialMatch;
 use synchub::hub::ContactSettings;
-use synchub::model::Field;
+use synchub::model::{Field, FieldValue};
 use synchub_connectors::graph::props::HUB_ID;
 
 use crate::firm::{person, text, Firm};
@@ -522,5 +522,58 @@ async fn a2_a_user_not_kept_in_memory_is_pulled_before_it_is_loaded() {
     let report = firm.sync(1).await;
     assert_eq!(report.counts[1].updated, 1, "{report:?}");
     assert_eq!(loads(&firm), before, "the kept replica is used");
+    firm.assert_mirrored(1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c4_an_update_finds_the_crm_contact_by_email_without_reading_the_whole_list() {
+    let firm = Firm::start(1, identity()).await;
+    let mut jane = person("Jane", "Tarnoff", "Acme", "jane@acme.com");
+    jane.set(Field::Notes, Some(FieldValue::Text("Met at the fair".into())));
+    let o = firm.outlook_add(1, &jane);
+    let cy = firm.outlook_add(1, &person("Cy", "Oh", "Globex", ""));
+    firm.sync(1).await;
+    // The CRM keeps something of Jane's firm record beyond the contract.
+    let cid = firm.crm_list(1).into_iter().find(|x| x.name.last == "Tarnoff").expect("Jane in the CRM").contact_id;
+    {
+        let mut crm = firm.crm.state();
+        let mut c = crm.contact(&cid).expect("firm record").clone();
+        c.extra.insert("crm_only_rating".into(), serde_json::json!(5));
+        let version = c.version;
+        crm.update_contact(&cid, version, c).expect("CRM-side edit");
+    }
+    firm.sync(1).await;
+    firm.sync(1).await;
+    let jane_in_crm = |firm: &Firm| firm.crm_list(1).into_iter().find(|x| x.contact_id == cid).expect("Jane");
+    let entry_before = jane_in_crm(&firm).entry.expect("entry");
+    let listings = firm.crm.full_listings();
+
+    // A firm field edited in Outlook: Jane's firm record is read by her e-mail address.
+    firm.outlook_edit(1, &o, Field::JobTitle, Some("Partner"));
+    let report = firm.sync(1).await;
+    assert_eq!(report.counts[1].updated, 1, "{report:?}");
+    assert_eq!(firm.crm.full_listings(), listings, "found by e-mail: the list is not read");
+    let now = jane_in_crm(&firm);
+    assert_eq!(now.job_title, "Partner");
+    assert_eq!(now.extra.get("crm_only_rating"), Some(&serde_json::json!(5)), "what synchub does not map is kept");
+    let entry = now.entry.expect("entry");
+    assert_eq!(entry.version, entry_before.version, "the entry was not written: it had nothing to change");
+    assert_eq!(entry.external_ref, entry_before.external_ref);
+    firm.assert_mirrored(1);
+
+    // A list-level field: the entry as last seen tells what to patch.
+    firm.outlook_edit(1, &o, Field::Notes, Some("Call back in May"));
+    firm.sync(1).await;
+    assert_eq!(firm.crm.full_listings(), listings);
+    let entry = jane_in_crm(&firm).entry.expect("entry");
+    assert_eq!(entry.notes, "Call back in May");
+    assert_eq!(entry.external_ref, entry_before.external_ref);
+    firm.assert_mirrored(1);
+
+    // Cy has no e-mail address: the list is read.
+    firm.outlook_edit(1, &cy, Field::JobTitle, Some("Clerk"));
+    let report = firm.sync(1).await;
+    assert_eq!(report.counts[1].updated, 1, "{report:?}");
+    assert_eq!(firm.crm.full_listings(), listings + 1);
     firm.assert_mirrored(1);
 }

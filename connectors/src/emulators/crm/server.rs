@@ -44,6 +44,8 @@ pub struct CrmEmulator {
     faults: Arc<Mutex<VecDeque<Fault>>>,
     token: Arc<String>,
     latency: Arc<Mutex<Duration>>,
+    /// List feeds read from the start (no cursor), for tests of what a client reads.
+    full_listings: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CrmEmulator {
@@ -54,6 +56,7 @@ impl CrmEmulator {
             faults: Arc::new(Mutex::new(VecDeque::new())),
             token: Arc::new(token.to_string()),
             latency: Arc::new(Mutex::new(Duration::ZERO)),
+            full_listings: Arc::default(),
         }
     }
 
@@ -70,6 +73,11 @@ impl CrmEmulator {
     /// Queue faults for the next requests, in order.
     pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
         self.faults.lock().unwrap_or_else(|p| p.into_inner()).extend(faults);
+    }
+
+    /// How many list feeds were read from the start (no cursor) so far.
+    pub fn full_listings(&self) -> usize {
+        self.full_listings.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every request waits this long first.
@@ -191,6 +199,9 @@ async fn list_changes(
     Query(q): Query<ChangesQuery>,
 ) -> Response {
     let limit = q.limit.unwrap_or(super::state::MAX_LIMIT);
+    if q.cursor.is_none() {
+        emu.full_listings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     respond(|| emu.state().list_changes(&uid, q.cursor.as_deref(), limit).map(Json))
 }
 
