@@ -126,6 +126,11 @@ pub fn parse_json<T: DeserializeOwned>(what: &str, body: &[u8], limit: usize) ->
             format!("{what}: body of {} bytes is over the {limit}-byte limit", body.len()),
         ));
     }
+    // Tracking the path costs an allocation per key: only a body that failed is read again
+    // with it, for an error that says where.
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

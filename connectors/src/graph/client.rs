@@ -666,6 +666,10 @@ fn sent_delete(results: &mut [Option<Result<Contact, ConnectorError>>], i: usize
 }
 
 fn parse_value<T: DeserializeOwned>(what: &str, body: Value) -> Result<T, ConnectorError> {
+    // The path is tracked only when reading again a body that failed (see `parse_json`).
+    if let Ok(value) = T::deserialize(&body) {
+        return Ok(value);
+    }
     let de = serde_path_to_error::deserialize::<_, T>(body);
     de.map_err(|e| ConnectorError::new(ErrorKind::InvalidData, format!("{what}: at `{}`: {}", e.path(), e.inner())))
 }

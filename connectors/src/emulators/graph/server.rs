@@ -584,9 +584,11 @@ async fn batch(
             }
         }
     }
+    // One router for the batch's requests (building it per request cost more than serving).
+    let router = emu.router();
     let mut lanes = tokio::task::JoinSet::new();
     for chain in chains {
-        let (emu, headers) = (emu.clone(), headers.clone());
+        let (router, headers) = (router.clone(), headers.clone());
         lanes.spawn(async move {
             let mut answers = Vec::with_capacity(chain.len());
             let mut failed = false;
@@ -596,7 +598,7 @@ async fn batch(
                         json!({"error": {"code": "FailedDependency", "message": "a request it depends on failed"}});
                     BatchResponse { id: inner.id, status: 424, headers: Default::default(), body: Some(body) }
                 } else {
-                    run_inner(&emu, &headers, inner).await
+                    run_inner(&router, &headers, inner).await
                 };
                 failed |= answer.status >= 400;
                 answers.push(answer);
@@ -611,7 +613,7 @@ async fn batch(
     Ok(Json(BatchAnswer { responses }))
 }
 
-async fn run_inner(emu: &GraphEmulator, headers: &HeaderMap, inner: BatchRequest) -> BatchResponse {
+async fn run_inner(router: &Router, headers: &HeaderMap, inner: BatchRequest) -> BatchResponse {
     let bad = |id: String, message: String| BatchResponse {
         id,
         status: 400,
@@ -637,7 +639,7 @@ async fn run_inner(emu: &GraphEmulator, headers: &HeaderMap, inner: BatchRequest
         Ok(r) => r,
         Err(e) => return bad(inner.id, e.to_string()),
     };
-    let response = match emu.router().oneshot(request).await {
+    let response = match router.clone().oneshot(request).await {
         Ok(r) => r,
         Err(e) => return bad(inner.id, e.to_string()),
     };

@@ -495,8 +495,12 @@ fn writable(body: &Value) -> Result<Contact, GraphError> {
             "the property '{key}' does not exist on type 'microsoft.graph.contact'"
         )));
     }
-    let de = serde_path_to_error::deserialize::<_, Contact>(body.clone());
-    let contact = de.map_err(|e| GraphError::invalid(format!("at `{}`: {}", e.path(), e.inner())))?;
+    // The path is tracked only when reading again a body that failed.
+    let contact = match <Contact as serde::Deserialize>::deserialize(body) {
+        Ok(c) => c,
+        Err(_) => serde_path_to_error::deserialize::<_, Contact>(body.clone())
+            .map_err(|e| GraphError::invalid(format!("at `{}`: {}", e.path(), e.inner())))?,
+    };
     for p in contact.single_value_extended_properties.iter().flatten() {
         let ExtendedProperty { id, .. } = p;
         if !(id.starts_with("String ") || id.starts_with("Boolean ")) {
