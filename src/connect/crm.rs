@@ -84,6 +84,11 @@ impl CrmSide {
         CrmSide { client, rt, user: user.to_string(), set, seen: Seen::default(), written: HashMap::new() }
     }
 
+    /// Carry `set` from now on (the settings changed: SPEC C8).
+    pub fn set_fields(&mut self, set: FieldSet) {
+        self.set = set;
+    }
+
     /// Forget the contacts read (a later update of one looks it up by e-mail address, or
     /// reads the list again).
     pub fn forget_items(&mut self) {

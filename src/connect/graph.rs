@@ -44,6 +44,11 @@ impl GraphSide {
         }
     }
 
+    /// Carry `set` from now on (the settings changed: SPEC C8).
+    pub fn set_fields(&mut self, set: FieldSet) {
+        self.set = set;
+    }
+
     /// Forget the items read this run (a later update reads its item again, in a batch):
     /// between runs the hub keeps only the folder and its own writes' etags.
     pub fn forget_items(&mut self) {

@@ -893,6 +893,10 @@ impl Hub {
                 CrmSide::new(self.crm.clone(), self.rt.clone(), &pair.crm_user, set),
             )
         });
+        // Sides kept from an earlier run carry the fields of the settings now (`sync_notes`
+        // may have changed over the API): a push never writes a field no longer carried.
+        graph.set_fields(set);
+        crm.set_fields(set);
         let ctx = RunCtx {
             fields: [set; 2],
             now: started,

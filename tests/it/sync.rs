@@ -187,6 +187,32 @@ async fn c8_notes_off_never_travel_and_are_never_blanked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c8_notes_switched_off_over_the_api_are_never_blanked_by_the_next_pushes() {
+    let firm = Firm::start(1, identity()).await;
+    let mut jane = person("Jane", "Tarnoff", "Acme", "jane@acme.com");
+    jane.set(Field::Notes, Some(FieldValue::Text("met at the dinner".into())));
+    let o = firm.outlook_add(1, &jane);
+    firm.sync(1).await;
+    firm.sync(1).await;
+    let cid = firm.crm_list(1)[0].contact_id.clone();
+    assert_eq!(firm.crm_list(1)[0].entry.as_ref().map(|e| e.notes.as_str()), Some("met at the dinner"));
+
+    // Switched off while the hub keeps the user's sides from the runs before.
+    let off = synchub::hub::SettingsUpdate { sync_notes: Some(false), ..Default::default() };
+    firm.hub.update_settings(&off).expect("settings");
+    firm.outlook_edit(1, &o, Field::JobTitle, Some("Partner"));
+    firm.crm_edit(&cid, Field::Department, Some("Tax"));
+    let report = firm.sync(1).await;
+    assert_eq!((report.counts[0].updated, report.counts[1].updated), (1, 1), "{report:?}");
+    let crm = firm.crm_list(1).remove(0);
+    assert_eq!(crm.job_title, "Partner");
+    assert_eq!(crm.entry.map(|e| e.notes), Some("met at the dinner".to_string()), "CRM notes never blanked");
+    let item = firm.graph.state().contact("m1", &o).expect("item");
+    assert_eq!(item.department.as_deref(), Some("Tax"));
+    assert_eq!(item.personal_notes.as_deref(), Some("met at the dinner"), "Outlook notes never blanked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a1_mailboxes_match_crm_users_by_address_and_the_rest_is_reported() {
     let firm = Firm::start(2, identity()).await;
     firm.graph.state().add_user("m9", "Temp", "temp@firm.example");
