@@ -419,6 +419,9 @@ impl CrmSide {
         };
         let wanted: Vec<(String, Vec<String>)> = ops
             .iter()
+            // The entry is then the one the shadow describes, at the version last seen: without
+            // both, the list is read instead.
+            .filter(|op| op.shadow.is_some() && versions(op.etag.as_deref()).is_some())
             .filter_map(|op| {
                 let cid = op.item.as_ref()?.as_str().to_string();
                 let mut addresses = op.shadow.as_ref().map(|(s, _)| emails(&s.fields())).unwrap_or_default();

@@ -141,8 +141,9 @@ struct UserCache {
 /// the budget is full, a user who does not fit is not kept (loaded again at its next run
 /// with changes: see `Hub::pull_early`), and those kept stay: the scheduler runs every user
 /// in turn, and dropping the one who ran longest ago would drop each just before its next
-/// run (none would be found kept). A kept user who has not run for two rounds of every
-/// known user is stale, and makes room.
+/// run (none would be found kept). A kept user leaves the count while its run is in flight,
+/// so with runs in parallel another user finishing then may take its place. A kept user not
+/// kept again for twice as many keeps as there are known users is stale, and makes room.
 struct Kept {
     budget: usize,
     used: usize,
