@@ -531,10 +531,9 @@ fn touch_contact(m: &mut Mailbox, id: &str, now: String) -> Contact {
 
 /// The contact as delta shows it: no extended properties.
 fn without_extended(c: &Contact) -> Value {
-    let mut c = c.clone();
-    c.single_value_extended_properties = None;
-    let mut v = serde_json::to_value(&c).unwrap_or(Value::Null);
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut v {
+        map.remove("singleValueExtendedProperties");
         map.insert("@odata.type".into(), json!("#microsoft.graph.contact"));
     }
     v
