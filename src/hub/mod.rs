@@ -755,7 +755,10 @@ impl Hub {
         // A kept replica equals the store (only a run that committed keeps one); after an
         // error below it is dropped, and the next run loads the user again.
         let mut replica = match cache.replica.take() {
-            Some(r) => r,
+            Some(r) => {
+                self.unkeep(user);
+                r
+            }
             None => UserReplica::load(&self.store, user).map_err(EngineError::from)?,
         };
         let now = (self.clock)();

@@ -42,8 +42,8 @@ impl Shadow {
     pub fn new(fields: &ContactFields) -> Shadow {
         match postcard::to_allocvec(fields) {
             Ok(bytes) => Shadow(bytes.into()),
-            // Not reachable (a map of plain values always encodes); an empty shadow makes
-            // the side's copy look edited, never lost.
+            // Not reachable (a map of plain values always encodes). Were it reached, the
+            // side's copy would look edited in every field it holds at its next pull.
             Err(e) => {
                 tracing::error!(error = %e, "a shadow could not be encoded; kept empty");
                 Shadow::default()
@@ -259,11 +259,11 @@ impl UserReplica {
     }
 
     /// About how much resident memory keeping the replica costs, from its counts. A freshly
-    /// loaded user of 1,500 contacts with 3,000 side entries is 2.37 MiB of live heap (a
-    /// counting allocator: 1.05 MiB the document, about 440 bytes a side entry with its
-    /// encoded shadow); one kept after a run with a change is about 2.9 MiB (Automerge's
-    /// indexes built by the run's reads), and RSS adds about a fifth: 1,400 bytes a
-    /// contact and 500 a side entry.
+    /// loaded user of 1,500 contacts with 3,000 side entries is 2.4–2.6 MiB of live heap (a
+    /// counting allocator: 1.05 MiB the document, about 450 bytes a side entry with its
+    /// encoded shadow), one kept after a run with a change 2.2–2.4 MiB; counted here as
+    /// 3.4 MiB (1,400 bytes a contact, 500 a side entry), for what the allocator holds
+    /// beyond the live bytes (a firm of 1,000 users peaked above its budget even so).
     pub fn approx_bytes(&self) -> usize {
         let [a, b] = &self.sides;
         let contacts = a.entries.len().max(b.entries.len());
@@ -285,8 +285,12 @@ impl UserReplica {
     }
 
     /// Set the entry of `hub` on `side`, keeping the reverse links.
-    pub fn set_entry(&mut self, side: Side, hub: HubContactId, entry: SideEntry) {
+    pub fn set_entry(&mut self, side: Side, hub: HubContactId, mut entry: SideEntry) {
         self.dirty_entries.insert(hub);
+        // Both sides of a synced contact usually hold the same values: they share a shadow.
+        if let Some(other) = self.entry(side.other(), hub).filter(|o| o.shadow == entry.shadow) {
+            entry.shadow = other.shadow.clone();
+        }
         self.side_mut(side).put_entry(hub, entry);
     }
 
