@@ -885,7 +885,7 @@ fn recover(
                 kind: intent.kind,
                 item: entry.item,
                 etag: entry.etag,
-                fields: intent.fields,
+                fields: intent.fields.fields(),
                 heads: intent.heads,
                 peer: replica.entry(side.other(), hub).and_then(|e| e.item.clone()),
                 previous: entry.previous.clone(),

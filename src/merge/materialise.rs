@@ -148,13 +148,13 @@ pub fn intend(replica: &mut UserReplica, op: &PushOp) {
     if replica.side(op.side).intents.get(&op.hub).is_some_and(|i| i.attempted) {
         return;
     }
-    let intent = Intent { kind: op.kind, heads: op.heads.clone(), fields: op.fields.clone(), attempted: false };
+    let intent = Intent { kind: op.kind, heads: op.heads.clone(), fields: Shadow::new(&op.fields), attempted: false };
     replica.set_intent(op.side, op.hub, Some(intent));
 }
 
 /// Record that `op` is about to be pushed (committed before the push is made).
 pub fn attempt(replica: &mut UserReplica, op: &PushOp) {
-    let intent = Intent { kind: op.kind, heads: op.heads.clone(), fields: op.fields.clone(), attempted: true };
+    let intent = Intent { kind: op.kind, heads: op.heads.clone(), fields: Shadow::new(&op.fields), attempted: true };
     replica.set_intent(op.side, op.hub, Some(intent));
 }
 

@@ -162,7 +162,7 @@ impl Merge<'_> {
         match self.replica.side(side).intents.get(&hub) {
             // Our create reached the side: the item was made with these values.
             Some(Intent { kind: PushKind::Create, heads, fields, attempted: true }) => {
-                entry.shadow = Shadow::new(fields);
+                entry.shadow = fields.clone();
                 entry.base = heads.clone();
             }
             // The side held the contact before (a restored item): what it held then is the
@@ -365,11 +365,12 @@ fn reconcile(entry: &mut SideEntry, intent: &Intent, item: &ContactFields, stamp
     if !intent.attempted || intent.kind == PushKind::Delete || !stamped {
         return;
     }
-    let pushed = intent.fields.differing(&entry.shadow.fields(), set);
-    let applied = item.equivalent_on(&intent.fields, set)
-        || (!pushed.is_empty() && pushed.iter().all(|f| equivalent(*f, item.get(*f), intent.fields.get(*f))));
+    let fields = intent.fields.fields();
+    let pushed = fields.differing(&entry.shadow.fields(), set);
+    let applied = item.equivalent_on(&fields, set)
+        || (!pushed.is_empty() && pushed.iter().all(|f| equivalent(*f, item.get(*f), fields.get(*f))));
     if applied {
-        entry.shadow = Shadow::new(&intent.fields);
+        entry.shadow = intent.fields.clone();
         entry.base = intent.heads.clone();
         entry.stamped = true;
     }

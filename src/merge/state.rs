@@ -124,8 +124,9 @@ pub struct Intent {
     pub kind: PushKind,
     /// The heads the pushed values were read at.
     pub heads: Heads,
-    /// The pushed values.
-    pub fields: ContactFields,
+    /// The pushed values, encoded as a shadow is (written to the store as they are, and
+    /// cloned and compared without a map of strings).
+    pub fields: Shadow,
     /// The push was started; its outcome may be unknown.
     pub attempted: bool,
 }
@@ -168,10 +169,6 @@ fn hashes(heads: &[[u8; 32]]) -> Heads {
 
 fn raw(heads: &[ChangeHash]) -> Vec<[u8; 32]> {
     heads.iter().map(|h| h.0).collect()
-}
-
-fn encode_fields(fields: &ContactFields) -> Result<Vec<u8>, MergeError> {
-    postcard::to_allocvec(fields).map_err(|e| MergeError::Malformed(format!("encoding a shadow: {e}")))
 }
 
 fn decode_fields(bytes: &[u8]) -> Result<ContactFields, MergeError> {
@@ -247,7 +244,7 @@ impl UserReplica {
             let intent = Intent {
                 kind,
                 heads: hashes(&rec.heads),
-                fields: decode_fields(&rec.fields)?,
+                fields: Shadow::stored(&rec.fields)?,
                 attempted: rec.attempted,
             };
             replica.side_mut(side).intents.insert(hub.parse()?, intent);
@@ -371,15 +368,12 @@ impl UserReplica {
             w.contact(&hub.to_string(), (!record.sides.is_empty()).then_some(record));
         }
         for (side, hub) in std::mem::take(&mut self.dirty_intents) {
-            let record = match self.side(side).intents.get(&hub) {
-                Some(i) => Some(IntentRecord {
-                    op: i.kind.name().into(),
-                    heads: raw(&i.heads),
-                    fields: encode_fields(&i.fields)?,
-                    attempted: i.attempted,
-                }),
-                None => None,
-            };
+            let record = self.side(side).intents.get(&hub).map(|i| IntentRecord {
+                op: i.kind.name().into(),
+                heads: raw(&i.heads),
+                fields: i.fields.bytes().to_vec(),
+                attempted: i.attempted,
+            });
             w.intent(side.name(), &hub.to_string(), record);
         }
         for side in std::mem::take(&mut self.dirty_cursors) {
