@@ -153,8 +153,9 @@ struct Kept {
 }
 
 impl Kept {
-    /// Keep `user`, taking `bytes`, if it fits once stale users (not run for two rounds of
-    /// the `known` users) are dropped. Returns whether it is kept, and the users dropped.
+    /// Keep `user`, taking `bytes`, if it fits once stale users (not kept again for twice as
+    /// many keeps as there are `known` users) are dropped. Returns whether it is kept, and
+    /// the users dropped.
     fn admit(&mut self, user: &str, bytes: usize, known: u64) -> (bool, Vec<String>) {
         self.tick += 1;
         let tick = self.tick;
