@@ -191,7 +191,7 @@ pub const EXAMPLE: &str = r#"# synchub configuration. Unknown keys are refused b
 
 [store]
 path = "synchub-data/store"            # sled, made if missing; one process at a time
-cache_mib = 384                        # users' state kept in memory between runs (0: none)
+cache_mib = 300                        # users' state kept in memory between runs (0: none)
 
 [graph]                                # Microsoft Graph (an Entra app registration)
 authority = "https://login.microsoftonline.com"

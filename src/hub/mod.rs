@@ -183,7 +183,7 @@ impl Kept {
 }
 
 /// The default budget for users kept in memory between runs (`[store] cache_mib`).
-pub const DEFAULT_CACHE_MIB: usize = 384;
+pub const DEFAULT_CACHE_MIB: usize = 300;
 
 /// What pulling a user before loading it found (see `Hub::pull_early`).
 enum Early {
