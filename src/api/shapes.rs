@@ -265,10 +265,7 @@ fn ops(plan: &[crate::engine::Planned], side: Side, redact: bool) -> Vec<OpView>
         .map(|p| OpView {
             op: p.op.clone(),
             contact: p.contact.to_string(),
-            fields: fields_json(
-                &p.fields,
-                redact && p.fields.get(crate::model::Field::Private) == Some(&FieldValue::Flag(true)),
-            ),
+            fields: fields_json(&p.fields, redact && p.fields.is_private()),
         })
         .collect()
 }

@@ -200,19 +200,6 @@ fn value_text(fields: &ContactFields, f: Field) -> String {
     }
 }
 
-/// The entry's `categories` as the canonical `fields` hold them.
-fn categories(fields: &ContactFields) -> Vec<String> {
-    match fields.get(Field::Categories) {
-        Some(FieldValue::List(items)) => items.clone(),
-        _ => Vec::new(),
-    }
-}
-
-/// The entry's `private` flag as the canonical `fields` hold it.
-fn private(fields: &ContactFields) -> bool {
-    matches!(fields.get(Field::Private), Some(FieldValue::Flag(true)))
-}
-
 /// `c` with the canonical firm `fields` written over what FIELDS.md maps (kinds and
 /// properties it does not map are kept as read). The entry is left alone.
 pub fn apply_firm(mut c: Contact, fields: &ContactFields, carried: impl Fn(Field) -> bool) -> Contact {
@@ -293,13 +280,13 @@ pub fn entry_patch(
         patch.insert("notes".into(), json!(value_text(fields, Field::Notes)));
     }
     if carried(Field::Categories) {
-        let categories = categories(fields);
+        let categories = fields.categories();
         if entry.categories != categories {
             patch.insert("categories".into(), json!(categories));
         }
     }
     if carried(Field::Private) {
-        let private = private(fields);
+        let private = fields.is_private();
         if entry.private != private {
             patch.insert("private".into(), json!(private));
         }
@@ -406,8 +393,8 @@ fn known_entry(shadow: &ContactFields, stamped: bool, hub: &str, version: u64) -
         version,
         external_ref: stamped.then(|| hub.to_string()),
         notes: value_text(shadow, Field::Notes),
-        categories: categories(shadow),
-        private: private(shadow),
+        categories: shadow.categories(),
+        private: shadow.is_private(),
         ..Entry::default()
     }
 }

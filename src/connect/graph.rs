@@ -261,14 +261,10 @@ pub fn apply_fields(mut c: Contact, fields: &ContactFields, carried: impl Fn(Fie
         c.personal_notes = value_text(fields, Field::Notes);
     }
     if carried(Field::Categories) {
-        c.categories = match fields.get(Field::Categories) {
-            Some(FieldValue::List(items)) => Some(items.clone()),
-            _ => Some(Vec::new()),
-        };
+        c.categories = Some(fields.categories());
     }
     if carried(Field::Private) {
-        let private = matches!(fields.get(Field::Private), Some(FieldValue::Flag(true)));
-        c.set_extended(props::PRIVATE, if private { "true" } else { "false" });
+        c.set_extended(props::PRIVATE, if fields.is_private() { "true" } else { "false" });
     }
     c
 }

@@ -159,17 +159,13 @@ impl Kept {
     fn admit(&mut self, user: &str, bytes: usize, known: u64) -> (bool, Vec<String>) {
         self.tick += 1;
         let tick = self.tick;
-        if let Some((_, old)) = self.users.remove(user) {
-            self.used -= old;
-        }
+        self.remove(user);
         let mut dropped = Vec::new();
         if self.used + bytes > self.budget {
             let stale: Vec<String> =
                 self.users.iter().filter(|(_, (last, _))| tick - last > 2 * known).map(|(u, _)| u.clone()).collect();
             for u in stale {
-                if let Some((_, b)) = self.users.remove(&u) {
-                    self.used -= b;
-                }
+                self.remove(&u);
                 dropped.push(u);
             }
         }
@@ -179,6 +175,17 @@ impl Kept {
         self.users.insert(user.to_string(), (tick, bytes));
         self.used += bytes;
         (true, dropped)
+    }
+
+    /// `user` leaves the count (if it was kept); whether it was.
+    fn remove(&mut self, user: &str) -> bool {
+        match self.users.remove(user) {
+            Some((_, bytes)) => {
+                self.used -= bytes;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -402,10 +409,7 @@ impl Hub {
 
     /// `user`'s kept replica was taken (by its run).
     fn unkeep(&self, user: &str) {
-        let mut kept = lock(&self.kept);
-        if let Some((_, b)) = kept.users.remove(user) {
-            kept.used -= b;
-        }
+        lock(&self.kept).remove(user);
     }
 
     /// The hub's metrics (SPEC A5).
@@ -1127,7 +1131,7 @@ impl Hub {
             let link = |side| replica.entry(side, hub).and_then(|e| e.item.as_ref()).map(|i| i.as_str().to_string());
             out.push(ContactView {
                 id: hub.to_string(),
-                private: c.fields.get(Field::Private).is_some_and(|v| *v == crate::model::FieldValue::Flag(true)),
+                private: c.fields.is_private(),
                 links: [link(Side::Exchange), link(Side::Crm)],
                 fields: c.fields,
             });
@@ -1337,8 +1341,7 @@ mod tests {
         let mut hits = 0;
         for _ in 0..rounds {
             for u in users {
-                if let Some((_, b)) = k.users.remove(*u) {
-                    k.used -= b;
+                if k.remove(u) {
                     hits += 1;
                 }
                 k.admit(u, 10, users.len() as u64);
@@ -1369,8 +1372,7 @@ mod tests {
         // "b" does not fit while "gone" ran recently.
         assert_eq!(k.admit("b", 10, 3), (false, vec![]));
         for _ in 0..6 {
-            k.users.remove("a");
-            k.used -= 10;
+            k.remove("a");
             k.admit("a", 10, 3);
         }
         // "gone" has not run for more than two rounds of the 3 known users: it is dropped.

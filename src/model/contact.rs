@@ -22,6 +22,19 @@ impl ContactFields {
         self.0.get(&field)
     }
 
+    /// Whether the contact is marked Private (FIELDS.md `private`).
+    pub fn is_private(&self) -> bool {
+        matches!(self.get(Field::Private), Some(FieldValue::Flag(true)))
+    }
+
+    /// The categories (FIELDS.md `categories`; none when not set).
+    pub fn categories(&self) -> Vec<String> {
+        match self.get(Field::Categories) {
+            Some(FieldValue::List(items)) => items.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Set `field` to `value` after normalising it (an empty value unsets the field).
     pub fn set(&mut self, field: Field, value: Option<FieldValue>) {
         match value.and_then(FieldValue::normalise) {
