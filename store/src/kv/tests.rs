@@ -99,3 +99,50 @@ fn sled_ids_keep_increasing_across_reopen() {
     let kv = SledKv::open(dir.path()).expect("reopen");
     assert!(kv.next_id().expect("id") > first);
 }
+
+#[test]
+fn a_store_of_the_earlier_layout_is_moved_into_one_tree_and_keeps_every_record() {
+    // The layout before: a sled tree per tree, the calendar's four in `calendar` under
+    // their prefix bytes. 5,000 contacts span more than one copy batch.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = raw(dir.path());
+        let contacts = db.open_tree("contacts").expect("tree");
+        for i in 0..5_000u32 {
+            contacts.insert(format!("u1/{i:05}"), format!("record {i}").as_bytes()).expect("insert");
+        }
+        db.open_tree("settings").expect("tree").insert(b"/calendar_sync", b"true").expect("insert");
+        db.open_tree("docs").expect("tree").insert(b"u1/meta", b"meta").expect("insert");
+        db.open_tree("calendar").expect("tree").insert(b"mmeeting-1", b"flaggers").expect("insert");
+        db.open_tree("calendar").expect("tree").insert(b"l0001", b"entry").expect("insert");
+        db.flush().expect("flush");
+    }
+    {
+        let kv = SledKv::open(dir.path()).expect("open migrates");
+        let contacts = kv.scan_prefix(Tree::Contacts, b"u1/").expect("scan");
+        assert_eq!(contacts.len(), 5_000);
+        assert_eq!(contacts[4_999], (b"u1/04999".to_vec(), b"record 4999".to_vec()));
+        assert_eq!(kv.get(Tree::Settings, b"/calendar_sync").expect("get"), Some(b"true".to_vec()));
+        assert_eq!(kv.get(Tree::Docs, b"u1/meta").expect("get"), Some(b"meta".to_vec()));
+        assert_eq!(kv.get(Tree::Meetings, b"meeting-1").expect("get"), Some(b"flaggers".to_vec()));
+        assert_eq!(kv.last(Tree::CalLog).expect("last"), Some((b"0001".to_vec(), b"entry".to_vec())));
+        assert_eq!(kv.get(Tree::Intents, b"u1/00001").expect("get"), None, "trees stay apart");
+        let mut b = Batch::new();
+        b.put(Tree::Contacts, b"u1/00000".to_vec(), b"changed".to_vec());
+        kv.apply(&b).expect("apply");
+    }
+    // The old trees are gone: opening again copies nothing over what was written since.
+    let db = raw(dir.path());
+    let names: Vec<_> = db.tree_names();
+    for old in ["contacts", "settings", "docs", "calendar"] {
+        assert!(!names.iter().any(|n| n.as_ref() == old.as_bytes()), "{old} still there");
+    }
+    drop(db);
+    let kv = SledKv::open(dir.path()).expect("reopen");
+    assert_eq!(kv.get(Tree::Contacts, b"u1/00000").expect("get"), Some(b"changed".to_vec()));
+}
+
+/// The sled database in `dir`, opened as the adapter opens it but without the adapter.
+fn raw(dir: &std::path::Path) -> sled::Db {
+    sled::Config::new().path(dir).segment_size(super::sled_kv::SEGMENT_BYTES).open().expect("open sled")
+}
