@@ -684,9 +684,7 @@ fn push_sides(
         let side = s.side();
         let Some(at) = plans.iter().position(|(p, _)| *p == side) else { continue };
         let (_, mut ops) = plans.swap_remove(at);
-        // Deletes and updates first; on the Outlook side those waiting for a CRM create
-        // after the ones that need not wait.
-        ops.sort_by_key(|op| (op.kind == PushKind::Create, side == Side::Exchange && awaiting_crm.contains(&op.hub)));
+        ops.sort_by_key(|op| push_order(replica, op, &awaiting_crm));
         if !ops.is_empty() {
             work.push((&mut **s, ops));
         }
@@ -702,6 +700,26 @@ fn push_sides(
     };
     let results = in_parallel(work, |(side, ops)| worker(side, ops));
     results.into_iter().collect()
+}
+
+/// Where `op` goes in its side's pushes (lowest first). Deletes and updates go before the
+/// creates of contacts the side held before, so such a create never meets a copy that still
+/// carries its hub id (a retried create adopts the item carrying it). A contact the side
+/// never held has no copy there to meet: its create goes first on the CRM side (the Outlook
+/// pushes of the same contact wait for its ContactID, SPEC X9), and on the Outlook side
+/// before the updates that wait for a CRM create, so the Outlook worker works while the CRM
+/// makes them.
+fn push_order(replica: &UserReplica, op: &PushOp, awaiting_crm: &HashSet<HubContactId>) -> u8 {
+    let never_held = || replica.entry(op.side, op.hub).is_none_or(|e| e.item.is_none() && e.previous.is_none());
+    match (op.side, op.kind) {
+        (Side::Crm, PushKind::Create) if never_held() => 0,
+        (Side::Crm, PushKind::Create) => 2,
+        (Side::Crm, _) => 1,
+        (Side::Exchange, PushKind::Create) if never_held() => 1,
+        (Side::Exchange, PushKind::Create) => 3,
+        (Side::Exchange, _) if awaiting_crm.contains(&op.hub) => 2,
+        (Side::Exchange, _) => 0,
+    }
 }
 
 /// A push worker's end, also by a panic (a simulated crash): when the CRM's worker ends,
