@@ -193,16 +193,26 @@ impl Merge<'_> {
         Some(hub)
     }
 
-    /// The second item of a pair joins the contact the first one made, starting from an
-    /// empty shadow: what it holds is written over the first's values, what it lacks is
-    /// kept from them (SPEC C3: both sides end with the union). The first item of a pair
-    /// is not adopted: it makes the contact under the pair's id.
+    /// The second item of a pair joins the contact the first one made: what it holds is
+    /// written over the first's values, what it lacks is kept from them (SPEC C3: both
+    /// sides end with the union). The first item of a pair is not adopted: it makes the
+    /// contact under the pair's id.
     fn adopt_pair(&mut self, side: Side, item_id: &ItemId, hub: HubContactId, item: &SideItem) -> Option<HubContactId> {
         let obj = self.replica.doc.contact_obj(hub)?;
-        // Where the two differ the CRM's value is kept: an Outlook item joining a contact the
-        // CRM made adds only what the contact lacks (its shadow claims the rest as seen).
+        // Where the two differ the CRM's value is kept: a CRM item's shadow is the contact's
+        // values of the fields the item holds, so what differs is written (the item joins at
+        // the document's heads: nothing is concurrent with it) and what is the same is not
+        // written again. An Outlook item joining a contact the CRM made adds only what the
+        // contact lacks (its shadow claims the rest as seen).
         let shadow = match side {
-            Side::Crm => ContactFields::new(),
+            Side::Crm => {
+                let current = self.replica.doc.read(&obj, None).fields;
+                let mut shadow = ContactFields::new();
+                for (f, _) in item.fields.iter() {
+                    shadow.set(f, current.get(f).cloned());
+                }
+                shadow
+            }
             Side::Exchange => {
                 let current = self.replica.doc.read(&obj, None).fields;
                 let mut shadow = item.fields.clone();
