@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::auth::{Credentials, Tokens};
 use super::props;
-use super::wire::{self, Batch, BatchAnswer, BatchRequest, Contact, ContactFolder, ErrorBody, Page, User, MAX_BATCH};
+use super::wire::{self, BatchAnswer, BatchRequest, Contact, ContactFolder, ErrorBody, Page, User, MAX_BATCH};
 use crate::http::{retry_after, seg, RetryPolicy};
 use crate::{ConnectorError, ErrorKind};
 
@@ -192,7 +193,7 @@ impl GraphClient {
         url: &str,
         prefer: &[&str],
         if_match: Option<&str>,
-        body: Option<&Value>,
+        body: Option<&[u8]>,
         idempotent: bool,
         permits: u32,
     ) -> Result<(StatusCode, Vec<u8>), ConnectorError> {
@@ -232,7 +233,7 @@ impl GraphClient {
                     request = request.header("if-match", etag);
                 }
                 if let Some(body) = body {
-                    request = request.json(body);
+                    request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_vec());
                 }
                 match request.send().await {
                     Ok(response) => {
@@ -438,7 +439,7 @@ impl GraphClient {
         self.batch(user, requests)
             .await
             .into_iter()
-            .map(|r| r.and_then(|body| parse_value::<Contact>("contact", body)))
+            .map(|r| r.and_then(|body| body.parse::<Contact>("contact")))
             .collect()
     }
 
@@ -489,7 +490,7 @@ impl GraphClient {
                         }
                     }
                     let body = props::for_create(&contact, &hub_id, crm_contact_id.as_deref());
-                    match serde_json::to_value(&body) {
+                    match serde_json::value::to_raw_value(&body) {
                         Ok(body) => inner(
                             "POST",
                             format!("/users/{}/contactFolders/{}/contacts", seg(user), seg(folder)),
@@ -503,12 +504,18 @@ impl GraphClient {
                     }
                 }
                 ContactWrite::Update { id, etag, before, after } => match props::patch(&before, &after) {
-                    Some(body) => inner(
-                        "PATCH",
-                        format!("/users/{}/contacts/{}", seg(user), seg(&id)),
-                        etag.as_deref(),
-                        Some(Value::Object(body)),
-                    ),
+                    Some(body) => match serde_json::value::to_raw_value(&body) {
+                        Ok(body) => inner(
+                            "PATCH",
+                            format!("/users/{}/contacts/{}", seg(user), seg(&id)),
+                            etag.as_deref(),
+                            Some(body),
+                        ),
+                        Err(e) => {
+                            results[i] = Some(Err(ConnectorError::new(ErrorKind::InvalidData, e.to_string())));
+                            continue;
+                        }
+                    },
                     None => {
                         results[i] = Some(Ok(Contact { id: Some(id), ..*before }));
                         continue;
@@ -527,7 +534,7 @@ impl GraphClient {
             results[i] = Some(match (answer, deleted) {
                 (Ok(_), Some(done)) => done,
                 (Err(e), Some(done)) if e.kind == ErrorKind::NotFound => done,
-                (Ok(body), None) => parse_value("contact", body),
+                (Ok(body), None) => body.parse("contact"),
                 (Err(e), _) => Err(e),
             });
         }
@@ -537,7 +544,7 @@ impl GraphClient {
     /// Send `requests` (all to `user`'s mailbox) as JSON batches of at most 20, batches in
     /// parallel within the mailbox's limit; an inner 429/503 is retried on its own after
     /// its `Retry-After`. One result per request, in order: the answer's body.
-    pub async fn batch(&self, user: &str, requests: Vec<BatchRequest>) -> Vec<Result<Value, ConnectorError>> {
+    pub async fn batch(&self, user: &str, requests: Vec<BatchRequest>) -> Vec<Result<Answer, ConnectorError>> {
         let total = requests.len();
         let mut tasks = tokio::task::JoinSet::new();
         let mut chunk = Vec::new();
@@ -555,7 +562,7 @@ impl GraphClient {
             let user = user.to_string();
             tasks.spawn(async move { client.one_batch(&user, chunk).await });
         }
-        let mut results: Vec<Option<Result<Value, ConnectorError>>> = vec![None; total];
+        let mut results: Vec<Option<Result<Answer, ConnectorError>>> = vec![None; total];
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(answers) => {
@@ -571,7 +578,7 @@ impl GraphClient {
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(unavailable("batch request not answered")))).collect()
     }
 
-    async fn one_batch(&self, user: &str, requests: Vec<BatchRequest>) -> Vec<(usize, Result<Value, ConnectorError>)> {
+    async fn one_batch(&self, user: &str, requests: Vec<BatchRequest>) -> Vec<(usize, Result<Answer, ConnectorError>)> {
         let url = format!("{}/$batch", self.inner.base);
         let mut pending = requests;
         let mut done = Vec::new();
@@ -584,7 +591,7 @@ impl GraphClient {
             for k in 0..pending.len() {
                 pending[k].depends_on = if k >= lanes { vec![pending[k - lanes].id.clone()] } else { Vec::new() };
             }
-            let body = match serde_json::to_value(Batch { requests: pending.clone() }) {
+            let body = match serde_json::to_vec(&BatchOf { requests: &pending }) {
                 Ok(body) => body,
                 Err(e) => {
                     let e = ConnectorError::new(ErrorKind::InvalidData, e.to_string());
@@ -594,7 +601,7 @@ impl GraphClient {
             let idempotent = pending.iter().all(|r| r.method != "POST");
             let lanes = pending.len().min(self.inner.concurrency) as u32;
             let answer =
-                match self.send(Some(user), Method::POST, &url, &[], None, Some(&body), idempotent, lanes).await {
+                match self.send(Some(user), Method::POST, &url, &[], None, Some(&body[..]), idempotent, lanes).await {
                     Ok((_, bytes)) => wire::parse::<BatchAnswer>("batch", &bytes),
                     Err(e) => Err(e),
                 };
@@ -611,9 +618,8 @@ impl GraphClient {
                 let Some(pos) = pending.iter().position(|r| r.id == response.id) else { continue };
                 let request = pending.swap_remove(pos);
                 let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
-                let body = response.body.unwrap_or(Value::Null);
                 if status.is_success() {
-                    done.push((index(&request.id), Ok(body)));
+                    done.push((index(&request.id), Ok(Answer(response.body))));
                     continue;
                 }
                 if status == StatusCode::FAILED_DEPENDENCY && attempt < self.inner.retry.attempts {
@@ -623,8 +629,8 @@ impl GraphClient {
                 }
                 let header = response.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after"));
                 let after = header.and_then(|(_, v)| v.as_str()).and_then(crate::http::parse_retry_after);
-                let bytes = serde_json::to_vec(&body).unwrap_or_default();
-                let error = failure(status, after, &bytes, &format!("{} {}", request.method, request.url));
+                let bytes = response.body.as_ref().map_or(&b""[..], |b| b.get().as_bytes());
+                let error = failure(status, after, bytes, &format!("{} {}", request.method, request.url));
                 let unknown_if_repeated = request.method == "POST" && status != StatusCode::TOO_MANY_REQUESTS;
                 if self.inner.retry.retries(&error.kind, attempt) && !unknown_if_repeated {
                     wait = wait.max(self.inner.retry.wait(&error.kind, attempt));
@@ -649,7 +655,7 @@ fn index(id: &str) -> usize {
     id.parse().unwrap_or(usize::MAX)
 }
 
-fn inner(method: &str, url: String, if_match: Option<&str>, body: Option<Value>) -> BatchRequest {
+fn inner(method: &str, url: String, if_match: Option<&str>, body: Option<Box<RawValue>>) -> BatchRequest {
     let mut headers = serde_json::Map::new();
     headers.insert("Prefer".into(), Value::String(IMMUTABLE_IDS.into()));
     if body.is_some() {
@@ -665,13 +671,21 @@ fn sent_delete(results: &mut [Option<Result<Contact, ConnectorError>>], i: usize
     results[i] = Some(Ok(Contact { id: Some(id.to_string()), ..Contact::default() }));
 }
 
-fn parse_value<T: DeserializeOwned>(what: &str, body: Value) -> Result<T, ConnectorError> {
-    // The path is tracked only when reading again a body that failed (see `parse_json`).
-    if let Ok(value) = T::deserialize(&body) {
-        return Ok(value);
+/// A successful batch request's answer: its body as JSON text (`None`: it had none).
+#[derive(Clone, Debug)]
+pub struct Answer(Option<Box<RawValue>>);
+
+impl Answer {
+    /// The body read as `T` (a missing body reads as `null`), straight from its text.
+    pub fn parse<T: DeserializeOwned>(&self, what: &str) -> Result<T, ConnectorError> {
+        wire::parse(what, self.0.as_ref().map_or(&b"null"[..], |b| b.get().as_bytes()))
     }
-    let de = serde_path_to_error::deserialize::<_, T>(body);
-    de.map_err(|e| ConnectorError::new(ErrorKind::InvalidData, format!("{what}: at `{}`: {}", e.path(), e.inner())))
+}
+
+/// A batch as sent: its requests borrowed, serialised once per attempt.
+#[derive(serde::Serialize)]
+struct BatchOf<'a> {
+    requests: &'a [BatchRequest],
 }
 
 /// Fold a round's items: each id once, at its last position, with its last state. An item

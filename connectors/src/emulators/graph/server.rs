@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -601,7 +602,7 @@ async fn batch(
                 let answer = if failed {
                     let body =
                         json!({"error": {"code": "FailedDependency", "message": "a request it depends on failed"}});
-                    BatchResponse { id: inner.id, status: 424, headers: Default::default(), body: Some(body) }
+                    BatchResponse { id: inner.id, status: 424, headers: Default::default(), body: raw(&body) }
                 } else {
                     run_inner(&router, &headers, inner).await
                 };
@@ -623,7 +624,7 @@ async fn run_inner(router: &Router, headers: &HeaderMap, inner: BatchRequest) ->
         id,
         status: 400,
         headers: Default::default(),
-        body: Some(json!({"error": {"code": "BadRequest", "message": message}})),
+        body: raw(&json!({"error": {"code": "BadRequest", "message": message}})),
     };
     if !inner.url.starts_with('/') {
         return bad(inner.id, "relative urls only".into());
@@ -639,7 +640,7 @@ async fn run_inner(router: &Router, headers: &HeaderMap, inner: BatchRequest) ->
             builder = builder.header(k.as_str(), v);
         }
     }
-    let body = inner.body.as_ref().map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
+    let body = inner.body.map(|b| Body::from(String::from(Box::<str>::from(b)))).unwrap_or_else(Body::empty);
     let request = match builder.body(body) {
         Ok(r) => r,
         Err(e) => return bad(inner.id, e.to_string()),
@@ -656,12 +657,21 @@ async fn run_inner(router: &Router, headers: &HeaderMap, inner: BatchRequest) ->
         }
     }
     let body = axum::body::to_bytes(response.into_body(), MAX_REQUEST_BYTES * 8).await.unwrap_or_default();
+    // The answer's JSON goes into the batch's answer as it is; what is not JSON, as a string.
     let body = if body.is_empty() {
         None
     } else {
-        Some(serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body))))
+        match String::from_utf8(body.to_vec()).map(RawValue::from_string) {
+            Ok(Ok(json)) => Some(json),
+            _ => raw(&json!(String::from_utf8_lossy(&body))),
+        }
     };
     BatchResponse { id: inner.id, status, headers: out_headers, body }
+}
+
+/// `value` as JSON text for a batch answer.
+fn raw(value: &Value) -> Option<Box<RawValue>> {
+    serde_json::value::to_raw_value(value).ok()
 }
 
 async fn admin_faults(State(emu): State<GraphEmulator>, Json(faults): Json<Vec<QueuedFault>>) -> StatusCode {
