@@ -624,13 +624,6 @@ fn commit(store: &Store, user: &str, replica: &mut UserReplica) -> Result<(), En
     store_write(store, user, replica, write, true)
 }
 
-/// Commit what pushes' answers recorded, durable with the next commit or flush: a crash
-/// that loses it leaves those intents attempted, and they are settled by reading back.
-fn commit_outcomes(store: &Store, user: &str, replica: &mut UserReplica) -> Result<(), EngineError> {
-    let write = replica.take_write()?;
-    store_write(store, user, replica, write, false)
-}
-
 /// Commit `write` (durable, or deferred to the next durable commit), compacting the
 /// document when its chunks call for it.
 fn store_write(
@@ -691,10 +684,12 @@ fn push_sides(
     }
     let shared = std::sync::Mutex::new(PushShared { replica, report, awaiting_crm, failed: false });
     let answered = std::sync::Condvar::new();
+    let order = std::sync::Mutex::new(());
+    let meet = Meet { shared: &shared, answered: &answered, order: &order };
     let worker = |side: &mut dyn ContactReplica, ops: Vec<PushOp>| {
         let set = fields[side.side().index()];
-        let mut finished = Finished { shared: &shared, answered: &answered, crm: side.side() == Side::Crm, ok: false };
-        let result = push_worker(store, user, &shared, &answered, side, ops, set);
+        let mut finished = Finished { meet: &meet, crm: side.side() == Side::Crm, ok: false };
+        let result = push_worker(store, user, &meet, side, ops, set);
         finished.ok = result.is_ok();
         result
     };
@@ -726,22 +721,29 @@ fn push_order(replica: &UserReplica, op: &PushOp, awaiting_crm: &HashSet<HubCont
 /// nothing more will be answered by the CRM, so whoever waits goes on (without the
 /// ContactID if the create failed; the next run stamps it); when a worker fails, the other
 /// stops at its next batch.
-struct Finished<'s, 'a> {
-    shared: &'s std::sync::Mutex<PushShared<'a>>,
-    answered: &'s std::sync::Condvar,
+struct Finished<'m, 's, 'a> {
+    meet: &'m Meet<'s, 'a>,
     crm: bool,
     ok: bool,
 }
 
-impl Drop for Finished<'_, '_> {
+impl Drop for Finished<'_, '_, '_> {
     fn drop(&mut self) {
         if self.crm || !self.ok {
-            let mut s = lock(self.shared);
+            let mut s = lock(self.meet.shared);
             s.failed |= !self.ok;
             s.awaiting_crm.clear();
-            self.answered.notify_all();
+            self.meet.answered.notify_all();
         }
     }
+}
+
+/// Where the two push workers meet: what they share, the signal that the CRM answered,
+/// and the turn to commit (see [`lock_turn`]).
+struct Meet<'s, 'a> {
+    shared: &'s std::sync::Mutex<PushShared<'a>>,
+    answered: &'s std::sync::Condvar,
+    order: &'s std::sync::Mutex<()>,
 }
 
 fn lock<'m, 'a>(shared: &'m std::sync::Mutex<PushShared<'a>>) -> std::sync::MutexGuard<'m, PushShared<'a>> {
@@ -750,17 +752,19 @@ fn lock<'m, 'a>(shared: &'m std::sync::Mutex<PushShared<'a>>) -> std::sync::Mute
 }
 
 /// One side's pushes, batch by batch: mark the batch's intents attempted (durable), push,
-/// record the answers (durable with the next commit: a crash before leaves the intents
-/// attempted, settled by reading back).
+/// record the answers (durable with the next commit or flush: a crash before leaves the
+/// intents attempted, settled by reading back). The store commits run outside the
+/// replica's lock, in turn (see [`lock_turn`]); they add no document changes, so they never
+/// call for compacting it.
 fn push_worker(
     store: &Store,
     user: &str,
-    shared: &std::sync::Mutex<PushShared<'_>>,
-    answered: &std::sync::Condvar,
+    meet: &Meet<'_, '_>,
     side: &mut dyn ContactReplica,
     ops: Vec<PushOp>,
     set: FieldSet,
 ) -> Result<(), EngineError> {
+    let Meet { shared, answered, order } = *meet;
     let mut rest: std::collections::VecDeque<PushOp> = ops.into();
     while !rest.is_empty() {
         let mut batch = Vec::new();
@@ -788,7 +792,10 @@ fn push_worker(
                 materialise::attempt(replica, op);
                 op.peer = replica.entry(op.side.other(), op.hub).and_then(|e| e.item.clone());
             }
-            commit(store, user, replica)?;
+            let (write, turn) = (replica.take_write()?, lock_turn(order));
+            drop(s);
+            store.commit(user, write)?;
+            drop(turn);
         }
         let answers = side.push_batch(&batch);
         let mut s = lock(shared);
@@ -816,10 +823,21 @@ fn push_worker(
                 awaiting_crm.remove(&op.hub);
             }
         }
-        commit_outcomes(store, user, replica)?;
+        let (write, turn) = (replica.take_write()?, lock_turn(order));
+        drop(s);
         answered.notify_all();
+        store.commit_deferred(user, write)?;
+        drop(turn);
     }
     Ok(())
+}
+
+/// The turn to commit what was taken from the replica: taken while the replica's lock is
+/// held and kept until the commit returns, so writes reach the store in the order they were
+/// taken (a contact's record is written whole; an older one must never land last), while
+/// the other worker goes on with the replica. Nobody waits for the replica holding it.
+fn lock_turn(order: &std::sync::Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    order.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn count(report: &mut RunReport, op: &PushOp, outcome: &PushOutcome) {
