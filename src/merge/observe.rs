@@ -274,6 +274,17 @@ impl Merge<'_> {
         let mut entry = self.replica.entry(side, hub).cloned().unwrap_or_default();
         entry.etag = item.etag.clone();
         let fields = item.fields.restricted(set);
+        if side == Side::Crm && entry.stamped && item.stamp.is_none() {
+            // The list entry carrying our stamp was made anew: the contact was taken off the
+            // user's list and put back (C11), the only way the CRM drops it. The entry is
+            // stamped again by the next push, and putting the contact back is the user's act
+            // after any delete this run meets (SPEC X3), so it keeps the contact.
+            entry.stamped = false;
+            self.touched.insert(hub);
+            if self.replica.doc.read(&obj, None).deleted {
+                self.restores.insert(hub);
+            }
+        }
         if let Some(intent) = self.replica.side(side).intents.get(&hub).cloned() {
             // What the item shows now supersedes the intent; the contact is planned again.
             reconcile(&mut entry, &intent, &fields, item.stamp == Some(hub), set);

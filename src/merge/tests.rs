@@ -19,6 +19,14 @@ fn upsert(side: Side, fields: ContactFields, modified: DateTime<Utc>) -> Observe
     Observed { item: item(side), change: ItemChange::Upsert(SideItem { fields, modified, etag: None, stamp: None }) }
 }
 
+/// `o` as the side shows it after synchub stamped the item with `hub` (SPEC X9).
+fn stamped(mut o: Observed, hub: HubContactId) -> Observed {
+    if let ItemChange::Upsert(item) = &mut o.change {
+        item.stamp = Some(hub);
+    }
+    o
+}
+
 fn jane() -> ContactFields {
     ContactFields::new()
         .with_text(Field::GivenName, "Jane")
@@ -141,7 +149,7 @@ fn c4_delete_after_seeing_every_edit_stands_and_reaches_the_other_side() {
 fn an_echo_of_the_hubs_own_write_is_no_change() {
     let (mut replica, hub) = synced();
     let heads = replica.doc.heads();
-    let echo = upsert(Side::Crm, jane(), at(30));
+    let echo = stamped(upsert(Side::Crm, jane(), at(30)), hub);
     let mut merge = Merge::new(&mut replica, RunCtx::all_fields(at(31)));
     merge.observe(Side::Crm, vec![echo]).unwrap();
     merge.resolve().unwrap();

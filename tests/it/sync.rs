@@ -252,6 +252,42 @@ async fn c4_deleting_a_shared_contact_in_outlook_takes_it_off_that_users_list_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x3_a_contact_put_back_on_the_crm_list_after_its_outlook_delete_is_kept() {
+    // Between two runs: the contact is taken off user 2's list, its Outlook item deleted,
+    // then the contact put back on the list (a new list entry, without synchub's stamp).
+    // Putting it back came last, so the contact stays on both sides (SPEC X3, C11).
+    let firm = Firm::start(2, identity()).await;
+    let c = firm.crm_add(1, &person("Firm", "Shared", "Acme", "shared@acme.example"));
+    firm.crm.state().add_to_list("u2", &c).expect("share");
+    firm.outlook_add(2, &person("Bob", "Ng", "Initech", "bob@initech.example"));
+    firm.sync(2).await;
+    let shared = |firm: &Firm| firm.outlook(2).into_iter().find(|x| x.surname.as_deref() == Some("Shared"));
+    let o = shared(&firm).and_then(|x| x.id).expect("id");
+    firm.crm_remove(2, &c);
+    firm.outlook_delete(2, &o);
+    firm.crm.state().add_to_list("u2", &c).expect("put back");
+    firm.sync(2).await;
+    firm.sync(2).await;
+    assert!(firm.crm_list(2).iter().any(|x| x.contact_id == c), "still on user 2's list");
+    assert!(shared(&firm).is_some(), "back in user 2's Outlook");
+    firm.assert_mirrored(2);
+    let entry = firm.crm_list(2).into_iter().find(|x| x.contact_id == c).and_then(|x| x.entry).expect("entry");
+    assert!(entry.external_ref.is_some(), "the new entry is stamped again (X9)");
+
+    // Put back with the Outlook item untouched: the entry is stamped again and the Outlook
+    // item stays the same item.
+    let o = shared(&firm).and_then(|x| x.id).expect("id");
+    firm.crm_remove(2, &c);
+    firm.crm.state().add_to_list("u2", &c).expect("put back");
+    firm.sync(2).await;
+    firm.sync(2).await;
+    assert_eq!(shared(&firm).and_then(|x| x.id), Some(o), "the same Outlook item");
+    let entry = firm.crm_list(2).into_iter().find(|x| x.contact_id == c).and_then(|x| x.entry).expect("entry");
+    assert!(entry.external_ref.is_some(), "stamped again");
+    firm.assert_mirrored(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a2_a4_the_scheduler_runs_every_user_and_a_throttled_side_is_waited_out() {
     use std::sync::Arc;
     use synchub::hub::scheduler::{Schedule, Scheduler};
