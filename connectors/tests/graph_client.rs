@@ -71,8 +71,8 @@ async fn full_then_incremental_delta_across_pages_with_deletions() {
     let round = graph.pull_contacts(USER, &folder, None).await.expect("full round");
     assert!(round.full);
     assert_eq!(round.changes.len(), 30, "every contact once, across 5 pages of 7");
-    assert_eq!(emu.stats().requests[USER], 1 + 5 + 30, "the folder, 5 delta pages, 30 batched reads");
-    assert_eq!(emu.stats().batches, 2, "30 reads in batches of at most 20");
+    assert_eq!(emu.stats().requests[USER], 1 + 5 + 5, "the folder, 5 delta pages, 5 pages of stamps");
+    assert_eq!(emu.stats().batches, 0, "a full round lists the stamps instead of reading each item");
     let seen: BTreeSet<&str> = round.changes.iter().map(ContactChange::id).collect();
     assert_eq!(seen, ids.iter().map(String::as_str).collect());
 
@@ -93,22 +93,31 @@ async fn full_then_incremental_delta_across_pages_with_deletions() {
 }
 
 #[tokio::test]
-async fn extended_properties_and_stamps_are_read_in_batches() {
-    let (emu, graph, folder) = start(100).await;
+async fn extended_properties_and_stamps_are_listed_in_a_full_round_and_read_in_batches_after() {
+    let (emu, graph, folder) = start(10).await;
+    let ids: Vec<String> = (2..45).map(|i| outlook_create(&emu, &person(i))).collect();
+    // Last, so the listing shows it on its fifth page: the next links keep the expansion.
     let mut stamped = person(1);
     stamped.set_extended(HUB_ID, "hub-1");
     stamped.set_extended(PAGER, "555-0101");
     stamped.set_extended("String 0x0037", "not synchub's");
     let id = outlook_create(&emu, &stamped);
-    for i in 2..45 {
-        outlook_create(&emu, &person(i));
-    }
     let round = graph.pull_contacts(USER, &folder, None).await.expect("round");
-    assert_eq!(emu.stats().batches, 3, "44 reads in batches of at most 20");
+    assert_eq!(emu.stats().batches, 0, "a full round lists the stamps, 5 pages of 10");
     let c = upserts(&round.changes).into_iter().find(|c| c.id.as_deref() == Some(&id)).expect("the stamped one");
     assert_eq!(c.extended(HUB_ID), Some("hub-1"));
     assert_eq!(c.extended(PAGER), Some("555-0101"));
     assert_eq!(c.extended("String 0x0037"), None, "only the properties synchub reads");
+    assert!(upserts(&round.changes).iter().all(|c| c.single_value_extended_properties.is_some()));
+
+    emu.state().update_contact(USER, &id, &json!({"jobTitle": "Partner"}), None).expect("edit");
+    for other in &ids[..24] {
+        emu.state().update_contact(USER, other, &json!({"jobTitle": "Associate"}), None).expect("edit");
+    }
+    let round = graph.pull_contacts(USER, &folder, Some(&round.delta_link)).await.expect("incremental round");
+    assert_eq!(emu.stats().batches, 2, "25 changed items read in batches of at most 20");
+    let c = upserts(&round.changes).into_iter().find(|c| c.id.as_deref() == Some(&id)).expect("the stamped one");
+    assert_eq!(c.extended(HUB_ID), Some("hub-1"));
     assert!(upserts(&round.changes).iter().all(|c| c.single_value_extended_properties.is_some()));
 }
 

@@ -387,8 +387,11 @@ impl GraphClient {
                 ContactChange::Removed { .. } => None,
             })
             .collect();
-        let mut extended: HashMap<String, Result<Contact, ConnectorError>> =
-            ids.iter().cloned().zip(self.read_extended(user, &ids).await).collect();
+        let mut extended: HashMap<String, Result<Contact, ConnectorError>> = if full && ids.len() > MAX_BATCH {
+            self.list_extended(user, folder, &ids).await?
+        } else {
+            ids.iter().cloned().zip(self.read_extended(user, &ids).await).collect()
+        };
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
             match change {
@@ -409,6 +412,35 @@ impl GraphClient {
             }
         }
         Ok(ContactRound { changes: out, delta_link, full })
+    }
+
+    /// The extended properties synchub reads of each of `ids`, from a listing of `folder`
+    /// (delta cannot expand them; a listing can, a page at a time instead of an item at a
+    /// time). An id the listing does not show was deleted since: not found.
+    async fn list_extended(
+        &self,
+        user: &str,
+        folder: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, Result<Contact, ConnectorError>>, ConnectorError> {
+        let url = format!(
+            "{}/users/{}/contactFolders/{}/contacts?$select=id&$expand={}",
+            self.inner.base,
+            seg(user),
+            seg(folder),
+            seg(&props::expand())
+        );
+        let (listed, _) = self.follow::<Contact>(Some(user), "contacts' extended properties", url, &[]).await?;
+        let mut by_id: HashMap<String, Contact> =
+            listed.into_iter().filter_map(|c| c.id.clone().map(|id| (id, c))).collect();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let found =
+                    by_id.remove(id).ok_or_else(|| ConnectorError::new(ErrorKind::NotFound, "no longer listed"));
+                (id.clone(), found)
+            })
+            .collect())
     }
 
     /// The extended properties synchub reads ([`props::READ`]) of each item, in JSON

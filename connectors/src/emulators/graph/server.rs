@@ -21,6 +21,7 @@ use tower::ServiceExt;
 
 use super::state::{expanded_ids, select, stamp_filter, with_extended, DeltaPage, DeltaQuery, GraphError, GraphState};
 use crate::graph::wire::{Batch, BatchAnswer, BatchRequest, BatchResponse, MAX_BATCH};
+use crate::http::seg;
 
 /// Graph's request size limit.
 const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -322,11 +323,25 @@ fn parse_body(bytes: &Bytes) -> Result<Value, GraphError> {
     serde_json::from_slice(bytes).map_err(|e| GraphError::invalid(format!("the body is not valid JSON: {e}")))
 }
 
-fn paged(base: String, path: &str, items: Vec<Value>, offset: usize, size: usize) -> Json<Value> {
-    let end = (offset + size).min(items.len());
-    let mut body = json!({"value": items.get(offset.min(end)..end).unwrap_or_default()});
+/// The page of `items` that the query `q` (its `$skiptoken` and page size) asks for, each
+/// written by `to_json`; the next link carries the rest of the query, as Graph's does.
+fn paged<T>(
+    base: String,
+    path: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    items: &[T],
+    to_json: impl Fn(&T) -> Value,
+) -> Json<Value> {
+    let offset = param(q, "$skiptoken").and_then(|s| s.parse::<usize>().ok()).unwrap_or(0);
+    let end = (offset.saturating_add(page_size(headers, param(q, "$top")))).min(items.len());
+    let page: Vec<Value> = items.get(offset.min(end)..end).unwrap_or_default().iter().map(to_json).collect();
+    let mut body = json!({ "value": page });
     if end < items.len() {
-        body["@odata.nextLink"] = json!(format!("{base}{path}?$skiptoken={end}"));
+        let mut query: Vec<(&String, &String)> = q.iter().filter(|(k, _)| k.as_str() != "$skiptoken").collect();
+        query.sort();
+        let kept: String = query.iter().map(|(k, v)| format!("{}={}&", seg(k), seg(v))).collect();
+        body["@odata.nextLink"] = json!(format!("{base}{path}?{kept}$skiptoken={end}"));
     }
     Json(body)
 }
@@ -368,10 +383,9 @@ async fn users(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let users: Vec<Value> =
-        emu.state().users().iter().map(|u| serde_json::to_value(u).unwrap_or(Value::Null)).collect();
-    let offset = param(&q, "$skiptoken").and_then(|s| s.parse().ok()).unwrap_or(0);
-    paged(base(&headers), "/users", users, offset, page_size(&headers, param(&q, "$top"))).into_response()
+    let users = emu.state().users();
+    paged(base(&headers), "/users", &q, &headers, &users, |u| serde_json::to_value(u).unwrap_or(Value::Null))
+        .into_response()
 }
 
 async fn child_folders(State(emu): State<GraphEmulator>, Path(uid): Path<String>) -> Result<Json<Value>, GraphError> {
@@ -399,19 +413,16 @@ fn list(
         .map(|f| stamp_filter(f).ok_or_else(|| GraphError::query(format!("unsupported $filter `{f}`"))))
         .transpose()?;
     let contacts = emu.state().contacts(uid, Some(fid))?;
-    let items = contacts
+    let items: Vec<_> = contacts
         .into_iter()
         .filter(|c| stamp.as_ref().is_none_or(|(id, value)| c.extended(id) == Some(value.as_str())))
-        .map(|c| {
-            select(
-                serde_json::to_value(with_extended(c, expand.as_deref())).unwrap_or(Value::Null),
-                param(q, "$select"),
-            )
-        })
         .collect();
-    let offset = param(q, "$skiptoken").and_then(|s| s.parse().ok()).unwrap_or(0);
     let path = format!("/users/{uid}/contactFolders/{fid}/contacts");
-    Ok(paged(base(headers), &path, items, offset, page_size(headers, param(q, "$top"))).into_response())
+    let json = |c: &crate::graph::wire::Contact| {
+        let value = serde_json::to_value(with_extended(c.clone(), expand.as_deref())).unwrap_or(Value::Null);
+        select(value, param(q, "$select"))
+    };
+    Ok(paged(base(headers), &path, q, headers, &items, json).into_response())
 }
 
 async fn list_in_folder(
