@@ -1,7 +1,8 @@
 //! The Graph connector through the emulator over loopback (issue 3): a full contact delta
 //! round of a 2,000-contact mailbox (≤ 150 ms) and an incremental round with 20 changes
 //! (≤ 10 ms). A round is what the engine gets: the delta pages and the extended properties
-//! of every changed item, read in JSON batches. The bare delta is measured beside it.
+//! of every changed item (listed a page at a time in a full round, read in JSON batches in
+//! an incremental one). The bare delta is measured beside it.
 //! Run: `cargo bench --bench graph`.
 
 use std::time::Duration;
