@@ -522,7 +522,10 @@ impl ContactReplica for CrmSide {
             };
             match (change.op, change.contact) {
                 (ChangeOp::Upsert, Some(c)) => {
-                    if written.get(&c.contact_id).is_none_or(|w| *w != etag(&c)) {
+                    // An entry without our stamp is no echo even at the version we wrote: it
+                    // was made anew (taken off the list and put back starts again at 1).
+                    let stamped = c.entry.as_ref().is_some_and(|e| e.external_ref.is_some());
+                    if !stamped || written.get(&c.contact_id).is_none_or(|w| *w != etag(&c)) {
                         items.push(Observed { item, change: ItemChange::Upsert(side_item(&c)) });
                     }
                     self.seen.insert(&c);

@@ -655,8 +655,7 @@ struct PushShared<'a> {
 /// Push both sides' plans, each side in its own thread (the two services work at the same
 /// time), one batch of [`PUSH_BATCH`] at a time per side. The CRM's creates are awaited by
 /// the Outlook pushes of the same contacts (SPEC X9: the Outlook item is stamped with the
-/// CRM ContactID), and by nothing else. Per side, deletes and updates go before creates, so
-/// a create never meets a copy that still carries its hub id.
+/// CRM ContactID), and by nothing else. Each side's pushes go in [`push_order`].
 fn push_sides(
     store: &Store,
     user: &str,

@@ -151,7 +151,7 @@ impl Merge<'_> {
     /// linked to another item) is adopted, never re-created (SPEC N1, X9).
     fn adopt(&mut self, side: Side, item_id: &ItemId, item: &SideItem, set: FieldSet) -> Option<HubContactId> {
         if let Some(hub) = self.assigned.get(&(side, item_id.clone())).copied() {
-            return self.adopt_pair(side, item_id, hub, item);
+            return self.adopt_pair(side, item_id, hub, item, set);
         }
         let hub = item.stamp?;
         let obj = self.replica.doc.contact_obj(hub)?;
@@ -197,18 +197,25 @@ impl Merge<'_> {
     /// written over the first's values, what it lacks is kept from them (SPEC C3: both
     /// sides end with the union). The first item of a pair is not adopted: it makes the
     /// contact under the pair's id.
-    fn adopt_pair(&mut self, side: Side, item_id: &ItemId, hub: HubContactId, item: &SideItem) -> Option<HubContactId> {
+    fn adopt_pair(
+        &mut self,
+        side: Side,
+        item_id: &ItemId,
+        hub: HubContactId,
+        item: &SideItem,
+        set: FieldSet,
+    ) -> Option<HubContactId> {
         let obj = self.replica.doc.contact_obj(hub)?;
         // Where the two differ the CRM's value is kept: a CRM item's shadow is the contact's
-        // values of the fields the item holds, so what differs is written (the item joins at
-        // the document's heads: nothing is concurrent with it) and what is the same is not
-        // written again. An Outlook item joining a contact the CRM made adds only what the
-        // contact lacks (its shadow claims the rest as seen).
+        // values of the synced fields the item holds, so what differs is written (the item
+        // joins at the document's heads: nothing is concurrent with it) and what is the same
+        // is not written again. An Outlook item joining a contact the CRM made adds only what
+        // the contact lacks (its shadow claims the rest as seen).
         let shadow = match side {
             Side::Crm => {
                 let current = self.replica.doc.read(&obj, None).fields;
                 let mut shadow = ContactFields::new();
-                for (f, _) in item.fields.iter() {
+                for (f, _) in item.fields.iter().filter(|(f, _)| set.contains(*f)) {
                     shadow.set(f, current.get(f).cloned());
                 }
                 shadow
@@ -276,9 +283,16 @@ impl Merge<'_> {
         let fields = item.fields.restricted(set);
         if side == Side::Crm && entry.stamped && item.stamp.is_none() {
             // The list entry carrying our stamp was made anew: the contact was taken off the
-            // user's list and put back (C11), the only way the CRM drops it. The entry is
+            // user's list and put back (C11), which is how the CRM drops it. The entry is
             // stamped again by the next push, and putting the contact back is the user's act
-            // after any delete this run meets (SPEC X3), so it keeps the contact.
+            // after any delete this run meets (SPEC X3), so it keeps the contact. The new
+            // entry is empty: its list-level fields are no edit of the user's, so the next
+            // push writes the contact's values back into it.
+            let mut shadow = entry.shadow.fields();
+            for f in Field::ALL.iter().copied().filter(|f| f.is_list_level()) {
+                shadow.set(f, fields.get(f).cloned());
+            }
+            entry.shadow = Shadow::new(&shadow);
             entry.stamped = false;
             self.touched.insert(hub);
             if self.replica.doc.read(&obj, None).deleted {

@@ -100,8 +100,8 @@ pub struct Merge<'a> {
     pub(crate) start_heads: Heads,
     /// Items paired before observing (SPEC C3): the contact each is to be.
     pub(crate) assigned: HashMap<(Side, ItemId), HubContactId>,
-    /// Contacts made from a pair: the second item of the pair starts from nothing, so it
-    /// adds what it holds and blanks nothing (both sides end with the union).
+    /// Contacts made from a pair: the second item of the pair adds what it holds and blanks
+    /// nothing (both sides end with the union; see `adopt_pair`).
     pub(crate) matched: HashSet<HubContactId>,
 }
 

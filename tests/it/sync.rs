@@ -274,17 +274,43 @@ async fn x3_a_contact_put_back_on_the_crm_list_after_its_outlook_delete_is_kept(
     let entry = firm.crm_list(2).into_iter().find(|x| x.contact_id == c).and_then(|x| x.entry).expect("entry");
     assert!(entry.external_ref.is_some(), "the new entry is stamped again (X9)");
 
-    // Put back with the Outlook item untouched: the entry is stamped again and the Outlook
-    // item stays the same item.
+    // Put back with the Outlook item untouched: the entry is stamped again, the Outlook
+    // item stays the same item, and the user's notes, which the new entry lacks, are not
+    // taken as cleared: they go back into the entry (C11: the user's own fields).
     let o = shared(&firm).and_then(|x| x.id).expect("id");
+    firm.outlook_edit(2, &o, Field::Notes, Some("Met at the Paris offsite"));
+    firm.sync(2).await;
     firm.crm_remove(2, &c);
     firm.crm.state().add_to_list("u2", &c).expect("put back");
     firm.sync(2).await;
     firm.sync(2).await;
-    assert_eq!(shared(&firm).and_then(|x| x.id), Some(o), "the same Outlook item");
+    let item = shared(&firm).expect("the Outlook item");
+    assert_eq!(item.id, Some(o), "the same Outlook item");
+    assert_eq!(item.personal_notes.as_deref(), Some("Met at the Paris offsite"), "the notes stay in Outlook");
     let entry = firm.crm_list(2).into_iter().find(|x| x.contact_id == c).and_then(|x| x.entry).expect("entry");
     assert!(entry.external_ref.is_some(), "stamped again");
+    assert_eq!(entry.notes, "Met at the Paris offsite", "and go back into the new entry");
     firm.assert_mirrored(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x3_a_contact_the_hub_made_in_the_crm_put_back_after_its_outlook_delete_is_kept() {
+    // The hub made the CRM contact (its entry at version 1, as a put-back entry is too):
+    // the put-back entry is no echo of the hub's create, so it keeps the contact (SPEC X3).
+    let firm = Firm::start(1, identity()).await;
+    firm.outlook_add(1, &person("Jane", "Tarnoff", "Acme", "jane@acme.com"));
+    firm.outlook_add(1, &person("Bob", "Ng", "Initech", "bob@initech.example"));
+    firm.sync(1).await;
+    let c = firm.crm_list(1).into_iter().find(|x| x.name.last == "Tarnoff").expect("made").contact_id;
+    let o = firm.outlook(1).into_iter().find(|x| x.surname.as_deref() == Some("Tarnoff")).and_then(|x| x.id);
+    firm.crm_remove(1, &c);
+    firm.outlook_delete(1, &o.expect("id"));
+    firm.crm.state().add_to_list("u1", &c).expect("put back");
+    firm.sync(1).await;
+    firm.sync(1).await;
+    assert!(firm.crm_list(1).iter().any(|x| x.contact_id == c), "still on the list");
+    assert!(firm.outlook(1).iter().any(|x| x.surname.as_deref() == Some("Tarnoff")), "back in Outlook");
+    firm.assert_mirrored(1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -343,8 +343,9 @@ impl GraphClient {
     }
 
     /// A whole round for the engine: the delta (from scratch when the link expired), then
-    /// the extended properties of every changed item, read in JSON batches. An item gone
-    /// between the two reads counts as removed.
+    /// the extended properties of every changed item (a full round lists them a page at a
+    /// time, an incremental one reads its items in JSON batches). An item gone between the
+    /// two reads counts as removed.
     pub async fn pull_contacts(
         &self,
         user: &str,
@@ -388,7 +389,12 @@ impl GraphClient {
             })
             .collect();
         let mut extended: HashMap<String, Result<Contact, ConnectorError>> = if full && ids.len() > MAX_BATCH {
-            self.list_extended(user, folder, &ids).await?
+            let mut listed = self.list_extended(user, folder, &ids).await?;
+            // A listing pages by position, so a delete between its pages can hide a live item
+            // from it: what it did not show is read item by item (a 404 there is a delete).
+            let missing: Vec<String> = ids.iter().filter(|id| !listed.contains_key(*id)).cloned().collect();
+            listed.extend(missing.iter().cloned().zip(self.read_extended(user, &missing).await));
+            listed
         } else {
             ids.iter().cloned().zip(self.read_extended(user, &ids).await).collect()
         };
@@ -414,9 +420,9 @@ impl GraphClient {
         Ok(ContactRound { changes: out, delta_link, full })
     }
 
-    /// The extended properties synchub reads of each of `ids`, from a listing of `folder`
-    /// (delta cannot expand them; a listing can, a page at a time instead of an item at a
-    /// time). An id the listing does not show was deleted since: not found.
+    /// The extended properties synchub reads of those of `ids` that a listing of `folder`
+    /// shows (delta cannot expand them; a listing can, a page at a time instead of an item
+    /// at a time).
     async fn list_extended(
         &self,
         user: &str,
@@ -433,14 +439,7 @@ impl GraphClient {
         let (listed, _) = self.follow::<Contact>(Some(user), "contacts' extended properties", url, &[]).await?;
         let mut by_id: HashMap<String, Contact> =
             listed.into_iter().filter_map(|c| c.id.clone().map(|id| (id, c))).collect();
-        Ok(ids
-            .iter()
-            .map(|id| {
-                let found =
-                    by_id.remove(id).ok_or_else(|| ConnectorError::new(ErrorKind::NotFound, "no longer listed"));
-                (id.clone(), found)
-            })
-            .collect())
+        Ok(ids.iter().filter_map(|id| by_id.remove(id).map(|c| (id.clone(), Ok(c)))).collect())
     }
 
     /// The extended properties synchub reads ([`props::READ`]) of each item, in JSON

@@ -52,7 +52,7 @@ impl Tree {
         Tree::CalIndex,
     ];
 
-    /// The tree's name (sled tree name, error messages).
+    /// The tree's name (error messages, codec tags; the sled tree of the earlier layout).
     pub fn name(self) -> &'static str {
         match self {
             Tree::Docs => "docs",
