@@ -211,9 +211,9 @@ impl Merge<'_> {
         // joins at the document's heads: nothing is concurrent with it) and what is the same
         // is not written again. An Outlook item joining a contact the CRM made adds only what
         // the contact lacks (its shadow claims the rest as seen).
+        let current = self.replica.doc.read(&obj, None).fields;
         let shadow = match side {
             Side::Crm => {
-                let current = self.replica.doc.read(&obj, None).fields;
                 let mut shadow = ContactFields::new();
                 for (f, _) in item.fields.iter().filter(|(f, _)| set.contains(*f)) {
                     shadow.set(f, current.get(f).cloned());
@@ -221,7 +221,6 @@ impl Merge<'_> {
                 shadow
             }
             Side::Exchange => {
-                let current = self.replica.doc.read(&obj, None).fields;
                 let mut shadow = item.fields.clone();
                 for f in Field::ALL {
                     if current.get(*f).is_none() {
