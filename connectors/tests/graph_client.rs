@@ -121,6 +121,38 @@ async fn extended_properties_and_stamps_are_listed_in_a_full_round_and_read_in_b
     assert!(upserts(&round.changes).iter().all(|c| c.single_value_extended_properties.is_some()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_item_a_delete_hides_from_the_listing_is_read_not_taken_as_deleted() {
+    // A listing pages by position: a delete on page 1 while page 2 is asked for moves the
+    // first item of page 2 onto page 1, so no page shows it. It is alive and must not come
+    // out of the round as removed.
+    let (emu, graph, folder) = start(10).await;
+    for i in 0..30 {
+        outlook_create(&emu, &person(i));
+    }
+    let order: Vec<String> =
+        emu.state().contacts(USER, Some(&folder)).expect("list").into_iter().filter_map(|c| c.id).collect();
+    // The round: 3 delta pages, then the listing; its second page waits.
+    emu.inject(Some("/contactFolders/"), (0..4).map(|_| Fault::DelayMs(0)).chain([Fault::DelayMs(2_000)]));
+    let before = emu.stats().requests[USER];
+    let round = tokio::spawn({
+        let (graph, folder) = (graph.clone(), folder.clone());
+        async move { graph.pull_contacts(USER, &folder, None).await }
+    });
+    let started = Instant::now();
+    while emu.stats().requests[USER] < before + 5 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the listing's second page never came");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    emu.state().delete_contact(USER, &order[0]).expect("delete on page 1");
+    let round = round.await.expect("task").expect("round");
+    let hidden = &order[10];
+    let item = upserts(&round.changes).into_iter().find(|c| c.id.as_ref() == Some(hidden)).cloned();
+    assert!(item.is_some_and(|c| c.single_value_extended_properties.is_some()), "the hidden item is read");
+    assert!(!round.changes.contains(&ContactChange::Removed { id: hidden.clone() }));
+    assert_eq!(upserts(&round.changes).len(), 30, "every item the delta showed");
+}
+
 #[tokio::test]
 async fn an_expired_delta_link_resyncs_in_full_without_duplicates() {
     let (emu, graph, folder) = start(10).await;
