@@ -435,7 +435,7 @@ fn run(
         let event = Resurrection { contact: *hub, at: opts.ctx.now };
         write.journal(RESURRECTION, opts.ctx.now.timestamp_millis(), encode_record(&event)?);
     }
-    store_write(store, user, replica, write, true)?;
+    store_write(store, user, replica, write)?;
 
     push_sides(store, user, replica, &mut sides, plans, opts.ctx.fields, &mut report)?;
     store.flush()?;
@@ -621,20 +621,18 @@ pub fn resurrections(store: &Store, user: &str) -> Result<Vec<Resurrection>, Eng
 
 fn commit(store: &Store, user: &str, replica: &mut UserReplica) -> Result<(), EngineError> {
     let write = replica.take_write()?;
-    store_write(store, user, replica, write, true)
+    store_write(store, user, replica, write)
 }
 
-/// Commit `write` (durable, or deferred to the next durable commit), compacting the
-/// document when its chunks call for it.
+/// Commit `write`, durable on return, compacting the document when its chunks call for it.
 fn store_write(
     store: &Store,
     user: &str,
     replica: &UserReplica,
     write: synchub_store::UserWrite,
-    durable: bool,
 ) -> Result<(), EngineError> {
     if !write.is_empty() {
-        let stats = if durable { store.commit(user, write)? } else { store.commit_deferred(user, write)? };
+        let stats = store.commit(user, write)?;
         if stats.needs_compaction() {
             store.compact(user, &replica.doc.save())?;
         }
