@@ -748,9 +748,10 @@ fn lock<'m, 'a>(shared: &'m std::sync::Mutex<PushShared<'a>>) -> std::sync::Mute
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One side's pushes, batch by batch: mark the batch's intents attempted (durable), push,
-/// record the answers (durable with the next commit or flush: a crash before leaves the
-/// intents attempted, settled by reading back). The store commits run outside the
+/// One side's pushes, batch by batch: mark the batch's intents attempted with one attempt
+/// mark (durable), push, record the answers and release the mark (durable with the next
+/// commit or flush: a crash before leaves the mark, whose intents are then attempted and
+/// settled by reading back). The store commits run outside the
 /// replica's lock, in turn (see [`lock_turn`]); they add no document changes, so they never
 /// call for compacting it.
 fn push_worker(
@@ -765,6 +766,7 @@ fn push_worker(
     let mut rest: std::collections::VecDeque<PushOp> = ops.into();
     while !rest.is_empty() {
         let mut batch = Vec::new();
+        let mark;
         {
             let mut s = lock(shared);
             loop {
@@ -785,8 +787,8 @@ fn push_worker(
                 s = answered.wait(s).unwrap_or_else(|p| p.into_inner());
             }
             let replica = &mut *s.replica;
+            mark = materialise::attempt(replica, side.side(), &batch);
             for op in &mut batch {
-                materialise::attempt(replica, op);
                 op.peer = replica.entry(op.side.other(), op.hub).and_then(|e| e.item.clone());
             }
             let (write, turn) = (replica.take_write()?, lock_turn(order));
@@ -819,6 +821,9 @@ fn push_worker(
             if op.side == Side::Crm {
                 awaiting_crm.remove(&op.hub);
             }
+        }
+        if let Some(mark) = mark {
+            replica.release_attempts(side.side(), mark);
         }
         let (write, turn) = (replica.take_write()?, lock_turn(order));
         drop(s);

@@ -152,10 +152,21 @@ pub fn intend(replica: &mut UserReplica, op: &PushOp) {
     replica.set_intent(op.side, op.hub, Some(intent));
 }
 
-/// Record that `op` is about to be pushed (committed before the push is made).
-pub fn attempt(replica: &mut UserReplica, op: &PushOp) {
-    let intent = Intent { kind: op.kind, heads: op.heads.clone(), fields: Shadow::new(&op.fields), attempted: true };
-    replica.set_intent(op.side, op.hub, Some(intent));
+/// Record that `ops`, one batch of `side`'s pushes, are about to be made (committed before
+/// they are): one attempt mark for the intents stored as planned (see
+/// [`UserReplica::attempt_all`]). The mark, if any, is released with
+/// [`UserReplica::release_attempts`] once the outcomes are recorded.
+pub fn attempt(replica: &mut UserReplica, side: Side, ops: &[PushOp]) -> Option<u64> {
+    let intents = ops
+        .iter()
+        .map(|op| {
+            (
+                op.hub,
+                Intent { kind: op.kind, heads: op.heads.clone(), fields: Shadow::new(&op.fields), attempted: true },
+            )
+        })
+        .collect();
+    replica.attempt_all(side, intents)
 }
 
 /// Record that the side is known not to have applied the attempted push of `hub`: it is

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use automerge::ChangeHash;
-use synchub_store::{ContactRecord, IntentRecord, SideRecord, Store, UserWrite};
+use synchub_store::{AttemptRecord, ContactRecord, IntentRecord, SideRecord, Store, UserWrite};
 
 use super::doc::{ContactDoc, Heads};
 use super::MergeError;
@@ -161,6 +161,11 @@ pub struct UserReplica {
     dirty_entries: HashSet<HubContactId>,
     dirty_intents: HashSet<(Side, HubContactId)>,
     dirty_cursors: HashSet<Side>,
+    /// Attempt marks not yet released: per (side, mark), the contacts whose intents count
+    /// as attempted through the mark alone (their stored records still say planned).
+    marks: HashMap<(Side, u64), Vec<HubContactId>>,
+    dirty_marks: HashSet<(Side, u64)>,
+    next_mark: u64,
 }
 
 fn hashes(heads: &[[u8; 32]]) -> Heads {
@@ -212,6 +217,9 @@ impl UserReplica {
             dirty_entries: HashSet::new(),
             dirty_intents: HashSet::new(),
             dirty_cursors: HashSet::new(),
+            marks: HashMap::new(),
+            dirty_marks: HashSet::new(),
+            next_mark: 0,
         }
     }
 
@@ -248,6 +256,22 @@ impl UserReplica {
                 attempted: rec.attempted,
             };
             replica.side_mut(side).intents.insert(hub.parse()?, intent);
+        }
+        // A stored attempt mark is a batch a crash interrupted: its intents are attempted.
+        // The mark is dissolved into them with the next write.
+        for (side, mark, rec) in stored.attempts {
+            let side = parse_side(&side)?;
+            let mark: u64 =
+                mark.parse().map_err(|_| MergeError::Malformed(format!("attempt mark `{mark}` is not a number")))?;
+            for hub in rec.hubs {
+                let hub: HubContactId = hub.parse()?;
+                if let Some(intent) = replica.side_mut(side).intents.get_mut(&hub) {
+                    intent.attempted = true;
+                    replica.dirty_intents.insert((side, hub));
+                }
+            }
+            replica.dirty_marks.insert((side, mark));
+            replica.next_mark = replica.next_mark.max(mark.saturating_add(1));
         }
         for (side, cursor) in stored.cursors {
             replica.side_mut(parse_side(&side)?).cursor = Some(cursor);
@@ -327,6 +351,51 @@ impl UserReplica {
         }
     }
 
+    /// Mark `intents` (one side's push batch, each `attempted`) as attempted. An intent stored
+    /// as planned with the same push only has its flag turned, and one attempt mark listing
+    /// them all is written instead of each intent; any other is written whole. Returns the
+    /// mark, to be released once the batch's outcomes are recorded.
+    pub fn attempt_all(&mut self, side: Side, intents: Vec<(HubContactId, Intent)>) -> Option<u64> {
+        let mut marked = Vec::new();
+        for (hub, intent) in intents {
+            let clean = !self.dirty_intents.contains(&(side, hub));
+            match self.side_mut(side).intents.get_mut(&hub) {
+                Some(i)
+                    if clean
+                        && !i.attempted
+                        && i.kind == intent.kind
+                        && i.heads == intent.heads
+                        && i.fields == intent.fields =>
+                {
+                    i.attempted = true;
+                    marked.push(hub);
+                }
+                _ => self.set_intent(side, hub, Some(intent)),
+            }
+        }
+        if marked.is_empty() {
+            return None;
+        }
+        let mark = self.next_mark;
+        self.next_mark += 1;
+        self.marks.insert((side, mark), marked);
+        self.dirty_marks.insert((side, mark));
+        Some(mark)
+    }
+
+    /// Release an attempt mark once its batch's outcomes are recorded: an intent still
+    /// attempted (its outcome unknown) is written whole, in the same write that removes the
+    /// mark.
+    pub fn release_attempts(&mut self, side: Side, mark: u64) {
+        let Some(hubs) = self.marks.remove(&(side, mark)) else { return };
+        for hub in hubs {
+            if self.side(side).intents.get(&hub).is_some_and(|i| i.attempted) {
+                self.dirty_intents.insert((side, hub));
+            }
+        }
+        self.dirty_marks.insert((side, mark));
+    }
+
     /// Set a side's cursor.
     pub fn set_cursor(&mut self, side: Side, cursor: Option<String>) {
         if self.side(side).cursor != cursor {
@@ -375,6 +444,13 @@ impl UserReplica {
                 attempted: i.attempted,
             });
             w.intent(side.name(), &hub.to_string(), record);
+        }
+        for (side, mark) in std::mem::take(&mut self.dirty_marks) {
+            let record = self
+                .marks
+                .get(&(side, mark))
+                .map(|hubs| AttemptRecord { hubs: hubs.iter().map(ToString::to_string).collect() });
+            w.attempt(side.name(), &mark.to_string(), record);
         }
         for side in std::mem::take(&mut self.dirty_cursors) {
             w.cursor(side.name(), self.side(side).cursor.clone());

@@ -247,3 +247,70 @@ fn c4_an_item_restored_after_its_delete_brings_the_contact_back() {
     let ops = materialise::plan(&mut replica, Side::Crm, FieldSet::all(), [hub]);
     assert_eq!(ops.iter().map(|o| o.kind).collect::<Vec<_>>(), vec![PushKind::Create]);
 }
+
+/// Two contacts made on Exchange, their CRM creates planned and stored, then marked
+/// attempted as one batch and committed: (store, replica, the creates, the mark).
+fn marked_batch() -> (synchub_store::Store, UserReplica, Vec<PushOp>, u64) {
+    let store = synchub_store::Store::in_memory(synchub_store::MemKv::new());
+    let mut replica = UserReplica::new();
+    let mut merge = Merge::new(&mut replica, RunCtx::all_fields(at(0)));
+    let joan = Observed {
+        item: ItemId::from_trusted("exchange-2"),
+        ..upsert(Side::Exchange, jane().with_text(Field::GivenName, "Joan"), at(0))
+    };
+    merge.observe(Side::Exchange, vec![upsert(Side::Exchange, jane(), at(0)), joan]).unwrap();
+    merge.resolve().unwrap();
+    let touched = merge.touched().clone();
+    drop(merge);
+    let ops = materialise::plan(&mut replica, Side::Crm, FieldSet::all(), touched);
+    assert_eq!(ops.len(), 2);
+    for op in &ops {
+        materialise::intend(&mut replica, op);
+    }
+    store.commit("u", replica.take_write().unwrap()).unwrap();
+    let mark = materialise::attempt(&mut replica, Side::Crm, &ops).expect("planned intents are marked");
+    store.commit("u", replica.take_write().unwrap()).unwrap();
+    (store, replica, ops, mark)
+}
+
+/// SPEC N1: a batch about to be pushed is marked attempted with one stored mark, its
+/// intents left as stored; a crash while the mark is stored finds them attempted.
+#[test]
+fn n1_an_attempt_mark_stands_for_its_batch_after_a_crash() {
+    let (store, _, ops, _) = marked_batch();
+    let stored = store.load_user("u").unwrap();
+    assert_eq!(stored.attempts.len(), 1, "one mark for the batch");
+    assert_eq!(stored.attempts[0].2.hubs.len(), 2);
+    assert!(stored.intents.iter().all(|(_, _, i)| !i.attempted), "the intents are not rewritten");
+
+    let mut reloaded = UserReplica::load(&store, "u").unwrap();
+    let unconfirmed: BTreeSet<_> = materialise::unconfirmed(&reloaded, Side::Crm).into_iter().collect();
+    assert_eq!(unconfirmed, ops.iter().map(|o| o.hub).collect(), "both pushes may have been made");
+    // The next write dissolves the mark into the intents themselves.
+    store.commit("u", reloaded.take_write().unwrap()).unwrap();
+    let stored = store.load_user("u").unwrap();
+    assert!(stored.attempts.is_empty());
+    assert_eq!(stored.intents.len(), 2);
+    assert!(stored.intents.iter().all(|(_, _, i)| i.attempted));
+    let again: BTreeSet<_> =
+        materialise::unconfirmed(&UserReplica::load(&store, "u").unwrap(), Side::Crm).into_iter().collect();
+    assert_eq!(again, unconfirmed);
+}
+
+/// SPEC N1: releasing the mark once the answers are recorded removes it, and keeps as
+/// attempted (written whole) only the push whose outcome is still unknown.
+#[test]
+fn n1_a_released_attempt_mark_keeps_only_the_unknown_outcome_attempted() {
+    let (store, mut replica, ops, mark) = marked_batch();
+    materialise::record(&mut replica, &ops[0], PushOutcome::Created { item: item(Side::Crm), etag: None });
+    // (ops[1]'s answer was lost and its read-back failed: it stays attempted.)
+    replica.release_attempts(Side::Crm, mark);
+    store.commit("u", replica.take_write().unwrap()).unwrap();
+    let stored = store.load_user("u").unwrap();
+    assert!(stored.attempts.is_empty(), "the mark is gone");
+    assert_eq!(stored.intents.len(), 1);
+    assert_eq!(stored.intents[0].1, ops[1].hub.to_string());
+    assert!(stored.intents[0].2.attempted, "its outcome is unknown: settled by reading back");
+    let reloaded = UserReplica::load(&store, "u").unwrap();
+    assert_eq!(materialise::unconfirmed(&reloaded, Side::Crm), vec![ops[1].hub]);
+}

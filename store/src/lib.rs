@@ -30,7 +30,7 @@ mod user;
 pub use calendar::{CalendarWrite, LogEntry};
 pub use keys::{key, segments};
 pub use kv::{Batch, Kv, MemKv, SledKv, Tree};
-pub use records::{ContactRecord, IntentRecord, SideRecord};
+pub use records::{AttemptRecord, ContactRecord, IntentRecord, SideRecord};
 pub use user::{disk_bytes, DocStats, Store, UserMarks, UserState, UserWrite};
 
 /// What can go wrong in the store.

@@ -31,6 +31,14 @@ pub struct ContactRecord {
     pub sides: Vec<(String, SideRecord)>,
 }
 
+/// The contacts of one push batch about to be made: their intents count as attempted while
+/// the mark is stored, so a batch is marked with one write instead of one per intent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The contacts' hub ids.
+    pub hubs: Vec<String>,
+}
+
 /// A push the hub is about to make, written before it is made so that a crash between the
 /// push and its bookkeeping can be told apart on the next run (SPEC N1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 pub use crate::docs::DocStats;
 use crate::keys::{key, segments};
 use crate::kv::{Batch, Kv, MemKv, SledKv, Tree};
-use crate::records::{ContactRecord, IntentRecord};
+use crate::records::{AttemptRecord, ContactRecord, IntentRecord};
 use crate::{codec, docs, Result, StoreError};
 
 /// Everything stored for one user, as loaded at the start of a run.
@@ -23,6 +23,8 @@ pub struct UserState {
     pub cursors: Vec<(String, String)>,
     /// (side, hub id, intent).
     pub intents: Vec<(String, String, IntentRecord)>,
+    /// (side, mark, attempt mark).
+    pub attempts: Vec<(String, String, AttemptRecord)>,
 }
 
 /// Records per batch when copying a store.
@@ -44,6 +46,7 @@ pub struct UserWrite {
     contacts: Vec<(String, Option<ContactRecord>)>,
     cursors: Vec<(String, Option<String>)>,
     intents: Vec<(String, String, Option<IntentRecord>)>,
+    attempts: Vec<(String, String, Option<AttemptRecord>)>,
     journal: Vec<(String, i64, Vec<u8>)>,
 }
 
@@ -75,6 +78,11 @@ impl UserWrite {
         self.intents.push((side.to_string(), hub.to_string(), intent));
     }
 
+    /// Set or clear an attempt mark (see [`AttemptRecord`]).
+    pub fn attempt(&mut self, side: &str, mark: &str, record: Option<AttemptRecord>) {
+        self.attempts.push((side.to_string(), mark.to_string(), record));
+    }
+
     /// Append a journal record of `kind` (e.g. `conflict`) at `at_ms`.
     pub fn journal(&mut self, kind: &str, at_ms: i64, record: Vec<u8>) {
         self.journal.push((kind.to_string(), at_ms, record));
@@ -86,6 +94,7 @@ impl UserWrite {
             && self.contacts.is_empty()
             && self.cursors.is_empty()
             && self.intents.is_empty()
+            && self.attempts.is_empty()
             && self.journal.is_empty()
     }
 }
@@ -142,7 +151,8 @@ impl Store {
             contacts.push((utf8(Tree::Contacts, hub)?, codec::decode(Tree::Contacts.name(), &v)?));
         }
         let intents = scan_records(kv, Tree::Intents, &prefix)?;
-        Ok(UserState { doc, doc_stats, contacts, cursors: cursors(kv, &prefix)?, intents })
+        let attempts = scan_records(kv, Tree::Attempts, &prefix)?;
+        Ok(UserState { doc, doc_stats, contacts, cursors: cursors(kv, &prefix)?, intents, attempts })
     }
 
     /// Copy every record into a fresh store in `dir` (made if missing; it must not hold a
@@ -230,6 +240,13 @@ impl Store {
             match intent {
                 Some(i) => batch.put(Tree::Intents, k, codec::encode(Tree::Intents.name(), i)?),
                 None => batch.delete(Tree::Intents, k),
+            }
+        }
+        for (side, mark, attempt) in &write.attempts {
+            let k = key(&[user.as_bytes(), side.as_bytes(), mark.as_bytes()]);
+            match attempt {
+                Some(a) => batch.put(Tree::Attempts, k, codec::encode(Tree::Attempts.name(), a)?),
+                None => batch.delete(Tree::Attempts, k),
             }
         }
         for (kind, at, record) in &write.journal {
@@ -372,6 +389,7 @@ mod tests {
                 "h1",
                 Some(IntentRecord { op: "create".into(), heads: vec![], fields: vec![9], attempted: false }),
             );
+            w.attempt("exchange", "3", Some(AttemptRecord { hubs: vec!["h1".into()] }));
             store.commit("u1", w).expect("commit");
 
             let mut w = UserWrite::new();
@@ -385,11 +403,16 @@ mod tests {
             assert_eq!(state.contacts, vec![("h1".into(), record("c-2"))]);
             assert_eq!(state.cursors, vec![("crm".into(), "cur-1".into())]);
             assert_eq!(state.intents.len(), 1);
+            assert_eq!(
+                state.attempts,
+                vec![("exchange".into(), "3".into(), AttemptRecord { hubs: vec!["h1".into()] })]
+            );
             assert_eq!(store.load_user("u2").expect("load").doc, b"");
 
             let mut w = UserWrite::new();
             w.contact("h1", None);
             w.intent("exchange", "h1", None);
+            w.attempt("exchange", "3", None);
             w.cursor("crm", None);
             store.commit("u1", w).expect("commit");
             let mut w = UserWrite::new();
@@ -400,6 +423,7 @@ mod tests {
             assert!(store.journal("u2", "conflict").expect("journal").is_empty());
             let state = store.load_user("u1").expect("load");
             assert!(state.contacts.is_empty() && state.intents.is_empty() && state.cursors.is_empty());
+            assert!(state.attempts.is_empty());
         }
     }
 

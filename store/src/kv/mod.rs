@@ -35,11 +35,14 @@ pub enum Tree {
     Meetings,
     /// Secondary keys: search (SPEC K9), a meeting's history, unmatched attendees.
     CalIndex,
+    /// Attempt marks per (user, side, mark): the contacts of one push batch, whose
+    /// intents count as attempted while the mark is stored.
+    Attempts,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Docs,
         Tree::Contacts,
         Tree::Cursors,
@@ -50,6 +53,7 @@ impl Tree {
         Tree::CalItems,
         Tree::Meetings,
         Tree::CalIndex,
+        Tree::Attempts,
     ];
 
     /// The tree's name (error messages, codec tags; the sled tree of the earlier layout).
@@ -65,6 +69,7 @@ impl Tree {
             Tree::CalItems => "calendar_items",
             Tree::Meetings => "meetings",
             Tree::CalIndex => "calendar_index",
+            Tree::Attempts => "attempts",
         }
     }
 }

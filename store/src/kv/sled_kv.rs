@@ -43,6 +43,7 @@ fn prefix(tree: Tree) -> u8 {
         Tree::CalItems => b'i',
         Tree::Meetings => b'm',
         Tree::CalIndex => b'x',
+        Tree::Attempts => b'a',
     }
 }
 
