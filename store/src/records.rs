@@ -49,6 +49,7 @@ pub struct IntentRecord {
     pub heads: Vec<[u8; 32]>,
     /// The pushed values, opaque to the store.
     pub fields: Vec<u8>,
-    /// Whether the push was started (its outcome may be unknown) or only planned.
+    /// Whether the push was started (its outcome may be unknown) or only planned. A planned
+    /// intent whose contact an [`AttemptRecord`] of the same side lists counts as attempted.
     pub attempted: bool,
 }
