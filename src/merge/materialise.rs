@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use automerge::ObjId;
+
 use super::doc::Heads;
 use super::state::{Intent, PushKind, Shadow, SideEntry, UserReplica};
 use crate::model::{ContactFields, FieldSet, HubContactId, ItemId, Side};
@@ -80,13 +82,66 @@ pub struct SidePlan {
 
 /// Plan several sides at once, reading each contact from the document once.
 pub fn plan_sides(replica: &mut UserReplica, requests: &[SidePlan]) -> Vec<Vec<PushOp>> {
+    plan_sides_with(replica, requests, PARALLEL_PLAN)
+}
+
+/// [`plan_sides`], read in one thread whatever its size.
+#[cfg(test)]
+pub fn plan_sides_in_one(replica: &mut UserReplica, requests: &[SidePlan]) -> Vec<Vec<PushOp>> {
+    plan_sides_with(replica, requests, usize::MAX)
+}
+
+fn plan_sides_with(replica: &mut UserReplica, requests: &[SidePlan], parallel_from: usize) -> Vec<Vec<PushOp>> {
     let heads = replica.doc.heads();
-    let mut out = vec![Vec::new(); requests.len()];
     let all: BTreeSet<HubContactId> = requests.iter().flat_map(|r| r.candidates.iter().copied()).collect();
-    for hub in all {
-        let Some(obj) = replica.doc.contact_obj(hub) else { continue };
-        let view = replica.doc.read(&obj, None);
-        for (request, ops) in requests.iter().zip(out.iter_mut()) {
+    let all: Vec<(HubContactId, ObjId)> =
+        all.into_iter().filter_map(|hub| replica.doc.contact_obj(hub).map(|obj| (hub, obj))).collect();
+    // Reading the document is most of it: a large plan is read in two halves at once.
+    let halves: Vec<&[(HubContactId, ObjId)]> =
+        if all.len() >= parallel_from { all.chunks(all.len().div_ceil(2)).collect() } else { vec![&all] };
+    let replica_now: &UserReplica = replica;
+    let read = |hubs: &[(HubContactId, ObjId)]| plan_some(replica_now, requests, &heads, hubs);
+    let planned: Vec<Planned> = match halves.as_slice() {
+        [first, second] => std::thread::scope(|scope| {
+            let other = scope.spawn(|| read(second));
+            let mine = read(first);
+            vec![mine, other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))]
+        }),
+        _ => halves.iter().map(|h| read(h)).collect(),
+    };
+    let mut out = vec![Vec::new(); requests.len()];
+    for part in planned {
+        for (ops, more) in out.iter_mut().zip(part.ops) {
+            ops.extend(more);
+        }
+        // Nothing to push: the side's copy matches the document now, so its base moves up
+        // to the current heads (it has, in effect, seen everything).
+        for (side, hub) in part.seen_all {
+            if let Some(mut e) = replica.entry(side, hub).cloned() {
+                e.base = heads.clone();
+                replica.set_entry(side, hub, e);
+            }
+        }
+    }
+    out
+}
+
+/// How many contacts a plan must look at before it is read in two threads.
+const PARALLEL_PLAN: usize = 512;
+
+/// What planning some contacts found: per request, the pushes; and the (side, contact)
+/// whose base moves up to the current heads.
+struct Planned {
+    ops: Vec<Vec<PushOp>>,
+    seen_all: Vec<(Side, HubContactId)>,
+}
+
+fn plan_some(replica: &UserReplica, requests: &[SidePlan], heads: &Heads, hubs: &[(HubContactId, ObjId)]) -> Planned {
+    let mut planned = Planned { ops: vec![Vec::new(); requests.len()], seen_all: Vec::new() };
+    for (hub, obj) in hubs {
+        let hub = *hub;
+        let view = replica.doc.read(obj, None);
+        for (request, ops) in requests.iter().zip(planned.ops.iter_mut()) {
             if !request.candidates.contains(&hub) {
                 continue;
             }
@@ -100,12 +155,8 @@ pub fn plan_sides(replica: &mut UserReplica, requests: &[SidePlan]) -> Vec<Vec<P
                 }
                 (true, Some(_), _) => PushKind::Delete,
                 (false, Some(_), Some(e)) => {
-                    // Nothing to push: the side's copy matches the document now, so its base
-                    // moves up to the current heads (it has, in effect, seen everything).
-                    if request.pulled && e.base != heads {
-                        let mut e = e.clone();
-                        e.base = heads.clone();
-                        replica.set_entry(side, hub, e);
+                    if request.pulled && &e.base != heads {
+                        planned.seen_all.push((side, hub));
                     }
                     continue;
                 }
@@ -129,7 +180,7 @@ pub fn plan_sides(replica: &mut UserReplica, requests: &[SidePlan]) -> Vec<Vec<P
             });
         }
     }
-    out
+    planned
 }
 
 /// Every contact with a pending intent on `side`.

@@ -314,3 +314,54 @@ fn n1_a_released_attempt_mark_keeps_only_the_unknown_outcome_attempted() {
     let reloaded = UserReplica::load(&store, "u").unwrap();
     assert_eq!(materialise::unconfirmed(&reloaded, Side::Crm), vec![ops[1].hub]);
 }
+
+/// A plan large enough to be read in two threads gives the pushes, in the order, and the
+/// base moves that reading it in one thread gives.
+#[test]
+fn a_large_plan_read_in_two_threads_equals_the_plan_read_in_one() {
+    let mut replica = UserReplica::new();
+    let mut merge = Merge::new(&mut replica, RunCtx::all_fields(at(0)));
+    let items: Vec<Observed> = (0..700)
+        .map(|i| Observed {
+            item: ItemId::from_trusted(format!("exchange-{i}")),
+            ..upsert(Side::Exchange, jane().with_text(Field::GivenName, &format!("Jane {i}")), at(0))
+        })
+        .collect();
+    merge.observe(Side::Exchange, items).unwrap();
+    merge.resolve().unwrap();
+    let touched = merge.touched().clone();
+    drop(merge);
+    // Half of them already on the CRM side as they are now, linked but with an old base
+    // (their base moves up), a tenth of those with another company (an update).
+    let hubs: Vec<HubContactId> = touched.iter().copied().collect();
+    for (i, hub) in hubs.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let obj = replica.doc.contact_obj(*hub).unwrap();
+        let mut fields = replica.doc.read(&obj, None).fields;
+        if i % 20 == 0 {
+            fields = fields.with_text(Field::Company, "Elsewhere");
+        }
+        let entry = SideEntry {
+            item: Some(ItemId::from_trusted(format!("crm-{i}"))),
+            shadow: Shadow::new(&fields),
+            stamped: true,
+            ..SideEntry::default()
+        };
+        replica.set_entry(Side::Crm, *hub, entry);
+    }
+    let requests: Vec<materialise::SidePlan> = Side::BOTH
+        .into_iter()
+        .map(|side| materialise::SidePlan { side, set: FieldSet::all(), candidates: touched.clone(), pulled: true })
+        .collect();
+    let mut serial = replica.clone();
+    let in_two = materialise::plan_sides(&mut replica, &requests);
+    let in_one = materialise::plan_sides_in_one(&mut serial, &requests);
+    assert_eq!(in_two, in_one);
+    let crm: Vec<PushKind> = in_two[1].iter().map(|op| op.kind).collect();
+    assert_eq!(crm.iter().filter(|k| **k == PushKind::Update).count(), 35, "{crm:?}");
+    assert_eq!(crm.iter().filter(|k| **k == PushKind::Create).count(), 350);
+    for (i, hub) in hubs.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        assert_eq!(replica.entry(Side::Crm, *hub), serial.entry(Side::Crm, *hub));
+        let moved = replica.entry(Side::Crm, *hub).unwrap().base == replica.doc.heads();
+        assert_eq!(moved, i % 20 != 0, "the base of a copy matching the document moves up");
+    }
+}
