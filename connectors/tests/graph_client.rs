@@ -132,16 +132,22 @@ async fn a_live_item_a_delete_hides_from_the_listing_is_read_not_taken_as_delete
     }
     let order: Vec<String> =
         emu.state().contacts(USER, Some(&folder)).expect("list").into_iter().filter_map(|c| c.id).collect();
-    // The round: 3 delta pages, then the listing; its second page waits.
-    emu.inject(Some("/contactFolders/"), (0..4).map(|_| Fault::DelayMs(0)).chain([Fault::DelayMs(2_000)]));
+    // The round: 3 delta pages and, at the same time, the listing; its second page waits.
+    emu.inject(Some("expand="), [Fault::DelayMs(0), Fault::DelayMs(2_000)]);
     let before = emu.stats().requests[USER];
     let round = tokio::spawn({
         let (graph, folder) = (graph.clone(), folder.clone());
         async move { graph.pull_contacts(USER, &folder, None).await }
     });
     let started = Instant::now();
-    while emu.stats().requests[USER] < before + 5 {
-        assert!(started.elapsed() < Duration::from_secs(10), "the listing's second page never came");
+    // Every delta page answered, the listing's first page too; its second page waiting.
+    while emu.stats().requests[USER] < before + 5 || emu.in_flight(USER) != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the listing's second page never came: {} requests, {} in flight",
+            emu.stats().requests[USER] - before,
+            emu.in_flight(USER)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     emu.state().delete_contact(USER, &order[0]).expect("delete on page 1");

@@ -3,7 +3,7 @@
 //! `@odata.nextLink` to `@odata.deltaLink`, JSON batching for extended properties and
 //! writes, and every failure mapped to an [`ErrorKind`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -365,7 +365,17 @@ impl GraphClient {
         delta_link: Option<&str>,
         echoes: &HashMap<String, String>,
     ) -> Result<ContactRound, ConnectorError> {
-        let (mut changes, delta_link, full) = match self.contact_delta(user, folder, delta_link).await {
+        // A round from scratch lists the extended properties while the delta pages come in
+        // (two of the mailbox's four concurrent requests): the listing does not depend on
+        // the delta, and what it misses is read item by item below.
+        let (delta, early) = if delta_link.is_none() {
+            let (delta, listed) =
+                tokio::join!(self.contact_delta(user, folder, None), self.list_extended(user, folder));
+            (delta, Some(listed))
+        } else {
+            (self.contact_delta(user, folder, delta_link).await, None)
+        };
+        let (mut changes, delta_link, full) = match delta {
             Ok((changes, link)) => (changes, link, delta_link.is_none()),
             Err(e) if e.kind == ErrorKind::ResyncRequired && delta_link.is_some() => {
                 let (changes, link) = self.contact_delta(user, folder, None).await?;
@@ -388,16 +398,22 @@ impl GraphClient {
                 ContactChange::Removed { .. } => None,
             })
             .collect();
-        let mut extended: HashMap<String, Result<Contact, ConnectorError>> = if full && ids.len() > MAX_BATCH {
-            let mut listed = self.list_extended(user, folder, &ids).await?;
-            // A listing pages by position, so a delete between its pages can hide a live item
-            // from it: what it did not show is read item by item (a 404 there is a delete).
-            let missing: Vec<String> = ids.iter().filter(|id| !listed.contains_key(*id)).cloned().collect();
-            listed.extend(missing.iter().cloned().zip(self.read_extended(user, &missing).await));
-            listed
-        } else {
-            ids.iter().cloned().zip(self.read_extended(user, &ids).await).collect()
-        };
+        let mut extended: HashMap<String, Result<Contact, ConnectorError>> =
+            if full && ids.len() > MAX_BATCH || early.is_some() {
+                let mut listed = match early {
+                    Some(listed) => listed?,
+                    None => self.list_extended(user, folder).await?,
+                };
+                let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+                listed.retain(|id, _| wanted.contains(id.as_str()));
+                // A listing pages by position, so a delete between its pages can hide a live item
+                // from it: what it did not show is read item by item (a 404 there is a delete).
+                let missing: Vec<String> = ids.iter().filter(|id| !listed.contains_key(*id)).cloned().collect();
+                listed.extend(missing.iter().cloned().zip(self.read_extended(user, &missing).await));
+                listed
+            } else {
+                ids.iter().cloned().zip(self.read_extended(user, &ids).await).collect()
+            };
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
             match change {
@@ -420,14 +436,13 @@ impl GraphClient {
         Ok(ContactRound { changes: out, delta_link, full })
     }
 
-    /// The extended properties synchub reads of those of `ids` that a listing of `folder`
-    /// shows (delta cannot expand them; a listing can, a page at a time instead of an item
-    /// at a time).
+    /// The extended properties synchub reads of every item a listing of `folder` shows, by
+    /// id (delta cannot expand them; a listing can, a page at a time instead of an item at a
+    /// time).
     async fn list_extended(
         &self,
         user: &str,
         folder: &str,
-        ids: &[String],
     ) -> Result<HashMap<String, Result<Contact, ConnectorError>>, ConnectorError> {
         let url = format!(
             "{}/users/{}/contactFolders/{}/contacts?$select=id&$expand={}",
@@ -437,9 +452,7 @@ impl GraphClient {
             seg(&props::expand())
         );
         let (listed, _) = self.follow::<Contact>(Some(user), "contacts' extended properties", url, &[]).await?;
-        let mut by_id: HashMap<String, Contact> =
-            listed.into_iter().filter_map(|c| c.id.clone().map(|id| (id, c))).collect();
-        Ok(ids.iter().filter_map(|id| by_id.remove(id).map(|c| (id.clone(), Ok(c)))).collect())
+        Ok(listed.into_iter().filter_map(|c| c.id.clone().map(|id| (id, Ok(c)))).collect())
     }
 
     /// The extended properties synchub reads ([`props::READ`]) of each item, in JSON

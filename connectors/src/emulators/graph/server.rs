@@ -114,7 +114,8 @@ impl GraphEmulator {
         lock(&self.control).faults.clear();
     }
 
-    /// Queue faults for the next requests whose path contains `path` (any with `None`).
+    /// Queue faults for the next requests whose path and query contain `path` (any with
+    /// `None`), inner requests of a `$batch` included.
     pub fn inject(&self, path: Option<&str>, faults: impl IntoIterator<Item = Fault>) {
         let mut control = lock(&self.control);
         control.faults.extend(faults.into_iter().map(|fault| QueuedFault { path: path.map(str::to_string), fault }));
@@ -128,6 +129,11 @@ impl GraphEmulator {
     /// Requests beyond `cap` in flight to one mailbox are refused with 429.
     pub fn set_concurrency_cap(&self, cap: usize) {
         lock(&self.control).cap = cap;
+    }
+
+    /// How many requests to `mailbox` are in flight now (lower-cased id, as in [`Stats`]).
+    pub fn in_flight(&self, mailbox: &str) -> usize {
+        lock(&self.control).in_flight.get(mailbox).copied().unwrap_or(0)
     }
 
     /// What was counted so far.
@@ -264,7 +270,8 @@ async fn gate(State(emu): State<GraphEmulator>, req: Request, next: Next) -> Res
         if path.ends_with("/$batch") {
             control.stats.batches += 1;
         }
-        let at = control.faults.iter().position(|f| f.path.as_deref().is_none_or(|p| path.contains(p)));
+        let target = req.uri().path_and_query().map_or(path.as_str(), |p| p.as_str());
+        let at = control.faults.iter().position(|f| f.path.as_deref().is_none_or(|p| target.contains(p)));
         let fault = at.and_then(|i| control.faults.remove(i)).map(|f| f.fault);
         (fault, control.latency, guard)
     };
