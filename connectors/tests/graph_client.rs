@@ -415,6 +415,30 @@ async fn a1_users_are_listed_across_pages() {
 }
 
 #[tokio::test]
+async fn a_small_round_from_scratch_survives_a_failed_listing() {
+    // The listing runs beside the delta; a round of one batch's worth reads the extended
+    // properties in a batch when it fails, as it did before the listing ran at all.
+    let (emu, graph, folder) = start(10).await;
+    let ids: Vec<String> = (0..5).map(|i| outlook_create(&emu, &person(i))).collect();
+    emu.inject(Some("expand="), [Fault::Status(403)]);
+    let round = graph.pull_contacts(USER, &folder, None).await.expect("round");
+    let read: BTreeSet<&str> = upserts(&round.changes)
+        .iter()
+        .filter(|c| c.single_value_extended_properties.is_some())
+        .filter_map(|c| c.id.as_deref())
+        .collect();
+    assert_eq!(read, ids.iter().map(String::as_str).collect());
+
+    // A larger round needs the listing: its failure is the round's.
+    for i in 5..30 {
+        outlook_create(&emu, &person(i));
+    }
+    emu.inject(Some("expand="), [Fault::Status(403)]);
+    let e = graph.pull_contacts(USER, &folder, None).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::AccessDenied, "{e}");
+}
+
+#[tokio::test]
 async fn malformed_and_failing_answers_map_to_kinds() {
     let (emu, graph, folder) = start(10).await;
     emu.inject(Some("/contacts/delta"), [Fault::Malformed]);

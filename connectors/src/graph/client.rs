@@ -342,10 +342,12 @@ impl GraphClient {
         Ok((fold(items), delta))
     }
 
-    /// A whole round for the engine: the delta (from scratch when the link expired), then
-    /// the extended properties of every changed item (a full round lists them a page at a
-    /// time, an incremental one reads its items in JSON batches). An item gone between the
-    /// two reads counts as removed.
+    /// A whole round for the engine: the delta (from scratch when the link expired), and
+    /// the extended properties of every changed item. A round from scratch lists them a page
+    /// at a time while the delta pages come in (it waits for the listing even when the delta
+    /// fails); a resync after an expired link lists them after the delta when more than one
+    /// batch's worth changed; an incremental round reads its items in JSON batches. An item
+    /// gone between the two reads counts as removed.
     pub async fn pull_contacts(
         &self,
         user: &str,
@@ -398,12 +400,16 @@ impl GraphClient {
                 ContactChange::Removed { .. } => None,
             })
             .collect();
-        let mut extended: HashMap<String, Result<Contact, ConnectorError>> =
-            if full && ids.len() > MAX_BATCH || early.is_some() {
-                let mut listed = match early {
-                    Some(listed) => listed?,
-                    None => self.list_extended(user, folder).await?,
-                };
+        let listed = match early {
+            Some(Ok(listed)) => Some(listed),
+            // A round this small is read in one batch anyway: a failed listing costs nothing.
+            Some(Err(_)) if ids.len() <= MAX_BATCH => None,
+            Some(Err(e)) => return Err(e),
+            None if full && ids.len() > MAX_BATCH => Some(self.list_extended(user, folder).await?),
+            None => None,
+        };
+        let mut extended: HashMap<String, Result<Contact, ConnectorError>> = match listed {
+            Some(mut listed) => {
                 let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
                 listed.retain(|id, _| wanted.contains(id.as_str()));
                 // A listing pages by position, so a delete between its pages can hide a live item
@@ -411,9 +417,9 @@ impl GraphClient {
                 let missing: Vec<String> = ids.iter().filter(|id| !listed.contains_key(*id)).cloned().collect();
                 listed.extend(missing.iter().cloned().zip(self.read_extended(user, &missing).await));
                 listed
-            } else {
-                ids.iter().cloned().zip(self.read_extended(user, &ids).await).collect()
-            };
+            }
+            None => ids.iter().cloned().zip(self.read_extended(user, &ids).await).collect(),
+        };
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
             match change {
