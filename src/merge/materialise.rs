@@ -97,17 +97,17 @@ fn plan_sides_with(replica: &mut UserReplica, requests: &[SidePlan], parallel_fr
     let all: Vec<(HubContactId, ObjId)> =
         all.into_iter().filter_map(|hub| replica.doc.contact_obj(hub).map(|obj| (hub, obj))).collect();
     // Reading the document is most of it: a large plan is read in two halves at once.
-    let halves: Vec<&[(HubContactId, ObjId)]> =
-        if all.len() >= parallel_from { all.chunks(all.len().div_ceil(2)).collect() } else { vec![&all] };
     let replica_now: &UserReplica = replica;
     let read = |hubs: &[(HubContactId, ObjId)]| plan_some(replica_now, requests, &heads, hubs);
-    let planned: Vec<Planned> = match halves.as_slice() {
-        [first, second] => std::thread::scope(|scope| {
+    let planned: Vec<Planned> = if all.len() >= parallel_from {
+        let (first, second) = all.split_at(all.len() / 2);
+        std::thread::scope(|scope| {
             let other = scope.spawn(|| read(second));
             let mine = read(first);
             vec![mine, other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))]
-        }),
-        _ => halves.iter().map(|h| read(h)).collect(),
+        })
+    } else {
+        vec![read(&all)]
     };
     let mut out = vec![Vec::new(); requests.len()];
     for part in planned {

@@ -222,32 +222,21 @@ impl Store {
             stats = docs::append_chunk(&mut batch, user, stats, chunk)?;
         }
         for (hub, record) in &write.contacts {
-            let k = key(&[user.as_bytes(), hub.as_bytes()]);
-            match record {
-                Some(r) => batch.put(Tree::Contacts, k, codec::encode(Tree::Contacts.name(), r)?),
-                None => batch.delete(Tree::Contacts, k),
-            }
+            set(&mut batch, Tree::Contacts, key(&[user.as_bytes(), hub.as_bytes()]), record.as_ref())?;
         }
         for (side, cursor) in &write.cursors {
-            let k = key(&[user.as_bytes(), side.as_bytes()]);
-            match cursor {
-                Some(c) => batch.put(Tree::Cursors, k, codec::encode(Tree::Cursors.name(), c)?),
-                None => batch.delete(Tree::Cursors, k),
-            }
+            set(&mut batch, Tree::Cursors, key(&[user.as_bytes(), side.as_bytes()]), cursor.as_ref())?;
         }
         for (side, hub, intent) in &write.intents {
-            let k = key(&[user.as_bytes(), side.as_bytes(), hub.as_bytes()]);
-            match intent {
-                Some(i) => batch.put(Tree::Intents, k, codec::encode(Tree::Intents.name(), i)?),
-                None => batch.delete(Tree::Intents, k),
-            }
+            set(&mut batch, Tree::Intents, key(&[user.as_bytes(), side.as_bytes(), hub.as_bytes()]), intent.as_ref())?;
         }
         for (side, mark, attempt) in &write.attempts {
-            let k = key(&[user.as_bytes(), side.as_bytes(), mark.as_bytes()]);
-            match attempt {
-                Some(a) => batch.put(Tree::Attempts, k, codec::encode(Tree::Attempts.name(), a)?),
-                None => batch.delete(Tree::Attempts, k),
-            }
+            set(
+                &mut batch,
+                Tree::Attempts,
+                key(&[user.as_bytes(), side.as_bytes(), mark.as_bytes()]),
+                attempt.as_ref(),
+            )?;
         }
         for (kind, at, record) in &write.journal {
             // Time, then an id the store never handed out before: in order, and unique.
@@ -330,6 +319,15 @@ fn cursors(kv: &dyn Kv, prefix: &[u8]) -> Result<Vec<(String, String)>> {
         cursors.push((utf8(Tree::Cursors, side)?, codec::decode::<String>(Tree::Cursors.name(), &v)?));
     }
     Ok(cursors)
+}
+
+/// Put `record` under `k` in `tree`, or delete `k` when there is none.
+fn set<T: serde::Serialize>(batch: &mut Batch, tree: Tree, k: Vec<u8>, record: Option<&T>) -> Result<()> {
+    match record {
+        Some(r) => batch.put(tree, k, codec::encode(tree.name(), r)?),
+        None => batch.delete(tree, k),
+    }
+    Ok(())
 }
 
 fn scan_records<T: serde::de::DeserializeOwned>(
