@@ -131,6 +131,23 @@ pub struct Intent {
     pub attempted: bool,
 }
 
+impl Intent {
+    fn from_record(rec: &IntentRecord) -> Result<Intent, MergeError> {
+        let kind =
+            PushKind::parse(&rec.op).ok_or_else(|| MergeError::Malformed(format!("unknown push `{}`", rec.op)))?;
+        Ok(Intent { kind, heads: hashes(&rec.heads), fields: Shadow::stored(&rec.fields)?, attempted: rec.attempted })
+    }
+
+    fn to_record(&self) -> IntentRecord {
+        IntentRecord {
+            op: self.kind.name().into(),
+            heads: raw(&self.heads),
+            fields: self.fields.bytes().to_vec(),
+            attempted: self.attempted,
+        }
+    }
+}
+
 /// One side's bookkeeping.
 #[derive(Clone, Debug, Default)]
 pub struct SideState {
@@ -160,6 +177,11 @@ pub struct UserReplica {
     saved_heads: Heads,
     dirty_entries: HashSet<HubContactId>,
     dirty_intents: HashSet<(Side, HubContactId)>,
+    /// Intents read from keys of their own (a store of format version 2): the keys go with
+    /// the next write, which puts the intents in their contacts' records.
+    legacy_intents: HashSet<(Side, HubContactId)>,
+    /// How many intents the store's contact records hold (the user's pending count).
+    saved_pending: usize,
     dirty_cursors: HashSet<Side>,
     /// Attempt marks not yet released: per (side, mark), the contacts whose intents count
     /// as attempted through the mark alone (their stored records still say planned).
@@ -216,6 +238,8 @@ impl UserReplica {
             saved_heads: Vec::new(),
             dirty_entries: HashSet::new(),
             dirty_intents: HashSet::new(),
+            legacy_intents: HashSet::new(),
+            saved_pending: 0,
             dirty_cursors: HashSet::new(),
             marks: HashMap::new(),
             dirty_marks: HashSet::new(),
@@ -244,18 +268,16 @@ impl UserReplica {
                     SideEntry { item, etag: rec.etag, shadow, base: hashes(&rec.base), stamped: rec.stamped, previous };
                 replica.side_mut(side).put_entry(hub, entry);
             }
+            for (side, rec) in record.intents {
+                replica.side_mut(parse_side(&side)?).intents.insert(hub, Intent::from_record(&rec)?);
+                replica.saved_pending += 1;
+            }
         }
-        for (side, hub, rec) in stored.intents {
-            let side = parse_side(&side)?;
-            let kind =
-                PushKind::parse(&rec.op).ok_or_else(|| MergeError::Malformed(format!("unknown push `{}`", rec.op)))?;
-            let intent = Intent {
-                kind,
-                heads: hashes(&rec.heads),
-                fields: Shadow::stored(&rec.fields)?,
-                attempted: rec.attempted,
-            };
-            replica.side_mut(side).intents.insert(hub.parse()?, intent);
+        for (side, hub, rec) in stored.legacy_intents {
+            let (side, hub) = (parse_side(&side)?, hub.parse()?);
+            replica.side_mut(side).intents.entry(hub).or_insert(Intent::from_record(&rec)?);
+            replica.legacy_intents.insert((side, hub));
+            replica.dirty_intents.insert((side, hub));
         }
         // A stored attempt mark is a batch a crash interrupted: its intents are attempted.
         // The mark is dissolved into them with the next write.
@@ -417,7 +439,9 @@ impl UserReplica {
             });
             self.saved_heads = heads;
         }
-        for hub in std::mem::take(&mut self.dirty_entries) {
+        let mut dirty = std::mem::take(&mut self.dirty_entries);
+        dirty.extend(std::mem::take(&mut self.dirty_intents).into_iter().map(|(_, hub)| hub));
+        for hub in dirty {
             let mut record = ContactRecord::default();
             let mut earlier: Option<&Shadow> = None;
             for side in Side::BOTH {
@@ -433,17 +457,19 @@ impl UserReplica {
                     earlier = Some(&e.shadow);
                     record.sides.push((side.name().to_string(), rec));
                 }
+                if let Some(i) = self.side(side).intents.get(&hub) {
+                    record.intents.push((side.name().to_string(), i.to_record()));
+                }
             }
-            w.contact(&hub.to_string(), (!record.sides.is_empty()).then_some(record));
+            w.contact(&hub.to_string(), Some(record));
         }
-        for (side, hub) in std::mem::take(&mut self.dirty_intents) {
-            let record = self.side(side).intents.get(&hub).map(|i| IntentRecord {
-                op: i.kind.name().into(),
-                heads: raw(&i.heads),
-                fields: i.fields.bytes().to_vec(),
-                attempted: i.attempted,
-            });
-            w.intent(side.name(), &hub.to_string(), record);
+        for (side, hub) in std::mem::take(&mut self.legacy_intents) {
+            w.drop_legacy_intent(side.name(), &hub.to_string());
+        }
+        let pending = self.sides.iter().map(|s| s.intents.len()).sum();
+        if pending != self.saved_pending {
+            w.pending(pending as u64);
+            self.saved_pending = pending;
         }
         for (side, mark) in std::mem::take(&mut self.dirty_marks) {
             let record = self

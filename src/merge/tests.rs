@@ -1,6 +1,6 @@
 //! Unit tests of the merge rules on a replica with no I/O (SPEC C4, C5, X2, X3).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
@@ -281,7 +281,7 @@ fn n1_an_attempt_mark_stands_for_its_batch_after_a_crash() {
     let stored = store.load_user("u").unwrap();
     assert_eq!(stored.attempts.len(), 1, "one mark for the batch");
     assert_eq!(stored.attempts[0].2.hubs.len(), 2);
-    assert!(stored.intents.iter().all(|(_, _, i)| !i.attempted), "the intents are not rewritten");
+    assert!(stored.intents().iter().all(|(_, _, i)| !i.attempted), "the intents are not rewritten");
 
     let mut reloaded = UserReplica::load(&store, "u").unwrap();
     let unconfirmed: BTreeSet<_> = materialise::unconfirmed(&reloaded, Side::Crm).into_iter().collect();
@@ -290,8 +290,8 @@ fn n1_an_attempt_mark_stands_for_its_batch_after_a_crash() {
     store.commit("u", reloaded.take_write().unwrap()).unwrap();
     let stored = store.load_user("u").unwrap();
     assert!(stored.attempts.is_empty());
-    assert_eq!(stored.intents.len(), 2);
-    assert!(stored.intents.iter().all(|(_, _, i)| i.attempted));
+    assert_eq!(stored.intents().len(), 2);
+    assert!(stored.intents().iter().all(|(_, _, i)| i.attempted));
     let again: BTreeSet<_> =
         materialise::unconfirmed(&UserReplica::load(&store, "u").unwrap(), Side::Crm).into_iter().collect();
     assert_eq!(again, unconfirmed);
@@ -308,11 +308,54 @@ fn n1_a_released_attempt_mark_keeps_only_the_unknown_outcome_attempted() {
     store.commit("u", replica.take_write().unwrap()).unwrap();
     let stored = store.load_user("u").unwrap();
     assert!(stored.attempts.is_empty(), "the mark is gone");
-    assert_eq!(stored.intents.len(), 1);
-    assert_eq!(stored.intents[0].1, ops[1].hub.to_string());
-    assert!(stored.intents[0].2.attempted, "its outcome is unknown: settled by reading back");
+    let intents = stored.intents();
+    assert_eq!(intents.len(), 1);
+    assert_eq!(intents[0].1, ops[1].hub.to_string());
+    assert!(intents[0].2.attempted, "its outcome is unknown: settled by reading back");
     let reloaded = UserReplica::load(&store, "u").unwrap();
     assert_eq!(materialise::unconfirmed(&reloaded, Side::Crm), vec![ops[1].hub]);
+}
+
+/// SPEC N1 across an upgrade: a store of format version 2 kept each intent under a key of
+/// its own. Its intents load as pending, and the next write moves them into the contact
+/// records and drops the old keys, with nothing lost.
+#[test]
+fn n1_intents_of_a_format_2_store_move_into_the_contact_records() {
+    use synchub_store::{key, Batch, ContactRecord, Kv, MemKv, Store, Tree};
+    let (store, replica, _, _) = marked_batch();
+    let planned = |r: &UserReplica| -> BTreeMap<HubContactId, PushKind> {
+        r.side(Side::Crm).intents.iter().map(|(h, i)| (*h, i.kind)).collect()
+    };
+    assert_eq!(planned(&replica).len(), 2);
+    // The same state as version 2 wrote it: records without intents, an intent a key.
+    let kv = MemKv::new();
+    let mut batch = Batch::new();
+    for (hub, record) in store.load_user("u").unwrap().contacts {
+        let mut v2 = vec![2u8];
+        v2.extend(postcard::to_stdvec(&(record.sides,)).unwrap());
+        batch.put(Tree::Contacts, key(&[b"u", hub.as_bytes()]), v2);
+        for (side, intent) in record.intents {
+            let mut v2 = vec![2u8];
+            v2.extend(postcard::to_stdvec(&intent).unwrap());
+            batch.put(Tree::Intents, key(&[b"u", side.as_bytes(), hub.as_bytes()]), v2);
+        }
+    }
+    kv.apply(&batch).unwrap();
+    let old = Store::in_memory(kv);
+    let stored = old.load_user("u").unwrap();
+    assert_eq!(stored.legacy_intents.len(), 2);
+    assert!(stored.contacts.iter().all(|(_, r)| r.intents.is_empty()));
+    assert_eq!(old.user_marks("u").unwrap().intents, 2, "pending before the move");
+
+    let mut loaded = UserReplica::load(&old, "u").unwrap();
+    assert_eq!(planned(&loaded), planned(&replica));
+    old.commit("u", loaded.take_write().unwrap()).unwrap();
+    let moved = old.load_user("u").unwrap();
+    assert!(moved.legacy_intents.is_empty(), "the old keys are gone");
+    assert_eq!(moved.intents().len(), 2);
+    assert!(moved.contacts.iter().all(|(_, r): &(String, ContactRecord)| r.intents.len() == 1));
+    assert_eq!(old.user_marks("u").unwrap().intents, 2, "pending after the move");
+    assert_eq!(planned(&UserReplica::load(&old, "u").unwrap()), planned(&replica));
 }
 
 /// A plan large enough to be read in two threads gives the pushes, in the order, and the

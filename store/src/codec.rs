@@ -7,9 +7,15 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::{Result, StoreError};
 
 /// The format version this build writes. 2: side records remember the item a side last
-/// held (`previous`). Version 1 stores (pre-release builds) are refused as unknown; such a
-/// store is rebuilt from the stamps both sides carry (SPEC X9).
-pub const FORMAT: u8 = 2;
+/// held (`previous`). 3: a contact record carries its pending push intents (version 2 kept
+/// them under a key each). Version 1 stores (pre-release builds) are refused as unknown;
+/// such a store is rebuilt from the stamps both sides carry (SPEC X9).
+pub const FORMAT: u8 = 3;
+
+/// The oldest version this build reads. Versions 2 and 3 differ only in the contact record
+/// ([`crate::records::ContactRecord`]), whose reader takes either ([`versioned`]); every
+/// other value reads the same in both.
+pub const OLDEST: u8 = 2;
 
 /// Encode a record with the current format version.
 pub fn encode<T: Serialize>(tree: &'static str, value: &T) -> Result<Vec<u8>> {
@@ -34,8 +40,14 @@ pub fn wrap(bytes: &[u8]) -> Vec<u8> {
 
 /// The payload of an envelope, checking its version.
 pub fn payload<'a>(tree: &'static str, bytes: &'a [u8]) -> Result<&'a [u8]> {
+    versioned(tree, bytes).map(|(_, payload)| payload)
+}
+
+/// The version and payload of an envelope, for a reader whose payload changed between the
+/// versions it reads.
+pub fn versioned<'a>(tree: &'static str, bytes: &'a [u8]) -> Result<(u8, &'a [u8])> {
     match bytes.split_first() {
-        Some((&FORMAT, rest)) => Ok(rest),
+        Some((&version, rest)) if (OLDEST..=FORMAT).contains(&version) => Ok((version, rest)),
         Some((&version, _)) => Err(StoreError::UnknownFormat { tree, version }),
         None => Err(StoreError::Corrupt { tree, detail: "empty value".into() }),
     }
@@ -53,6 +65,12 @@ mod tests {
         let mut future = bytes.clone();
         future[0] = 9;
         assert!(matches!(decode::<(String, u32)>("t", &future), Err(StoreError::UnknownFormat { version: 9, .. })));
+        let mut older = bytes.clone();
+        older[0] = OLDEST;
+        assert_eq!(decode::<(String, u32)>("t", &older).unwrap(), ("a".to_string(), 7));
+        assert_eq!(versioned("t", &older).unwrap().0, OLDEST);
+        older[0] = OLDEST - 1;
+        assert!(matches!(payload("t", &older), Err(StoreError::UnknownFormat { version: 1, .. })));
         assert!(matches!(payload("t", &[]), Err(StoreError::Corrupt { .. })));
         assert!(decode::<(String, u32)>("t", &[FORMAT, 0xff]).is_err());
     }

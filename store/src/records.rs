@@ -24,11 +24,34 @@ pub struct SideRecord {
 }
 
 /// Everything stored for one contact of a user: its record on each side that has one
-/// (side name, record). One key per contact keeps sled's per-key overhead down.
+/// (side name, record) and the pushes pending on each side. One key per contact keeps
+/// sled's per-key overhead down: a run's plan and each push's answer write the contact's
+/// one record, not a record and an intent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactRecord {
     /// (side, record).
     pub sides: Vec<(String, SideRecord)>,
+    /// (side, intent): the pushes planned or attempted and not yet confirmed.
+    pub intents: Vec<(String, IntentRecord)>,
+}
+
+impl ContactRecord {
+    /// Whether there is nothing to keep (the record is deleted instead).
+    pub fn is_empty(&self) -> bool {
+        self.sides.is_empty() && self.intents.is_empty()
+    }
+}
+
+/// A contact record of format version 2, which kept intents under keys of their own.
+#[derive(Deserialize)]
+pub(crate) struct ContactRecordV2 {
+    sides: Vec<(String, SideRecord)>,
+}
+
+impl From<ContactRecordV2> for ContactRecord {
+    fn from(old: ContactRecordV2) -> Self {
+        ContactRecord { sides: old.sides, intents: Vec::new() }
+    }
 }
 
 /// The contacts of one push batch about to be made: their intents count as attempted while
@@ -40,7 +63,8 @@ pub struct AttemptRecord {
 }
 
 /// A push the hub is about to make, written before it is made so that a crash between the
-/// push and its bookkeeping can be told apart on the next run (SPEC N1).
+/// push and its bookkeeping can be told apart on the next run (SPEC N1). Kept in the
+/// contact's record; a store of format version 2 has them under keys of their own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IntentRecord {
     /// `create`, `update` or `delete`, as the hub names them.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 pub use crate::docs::DocStats;
 use crate::keys::{key, segments};
 use crate::kv::{Batch, Kv, MemKv, SledKv, Tree};
-use crate::records::{AttemptRecord, ContactRecord, IntentRecord};
+use crate::records::{AttemptRecord, ContactRecord, ContactRecordV2, IntentRecord};
 use crate::{codec, docs, Result, StoreError};
 
 /// Everything stored for one user, as loaded at the start of a run.
@@ -17,14 +17,27 @@ pub struct UserState {
     pub doc: Vec<u8>,
     /// Where the document stands.
     pub doc_stats: DocStats,
-    /// (hub id, record).
+    /// (hub id, record), the contact's pending intents included.
     pub contacts: Vec<(String, ContactRecord)>,
     /// (side, cursor).
     pub cursors: Vec<(String, String)>,
-    /// (side, hub id, intent).
-    pub intents: Vec<(String, String, IntentRecord)>,
+    /// (side, hub id, intent): intents a store of format version 2 kept under keys of their
+    /// own. The reader moves them into the contact records
+    /// ([`UserWrite::drop_legacy_intent`]).
+    pub legacy_intents: Vec<(String, String, IntentRecord)>,
     /// (side, mark, attempt mark).
     pub attempts: Vec<(String, String, AttemptRecord)>,
+}
+
+impl UserState {
+    /// Every pending intent as (side, hub id, intent): those in the contact records, then
+    /// the legacy ones.
+    pub fn intents(&self) -> Vec<(String, String, IntentRecord)> {
+        let in_records = self.contacts.iter().flat_map(|(hub, record)| {
+            record.intents.iter().map(move |(side, intent)| (side.clone(), hub.clone(), intent.clone()))
+        });
+        in_records.chain(self.legacy_intents.iter().cloned()).collect()
+    }
 }
 
 /// Records per batch when copying a store.
@@ -45,7 +58,8 @@ pub struct UserWrite {
     doc_chunk: Option<Vec<u8>>,
     contacts: Vec<(String, Option<ContactRecord>)>,
     cursors: Vec<(String, Option<String>)>,
-    intents: Vec<(String, String, Option<IntentRecord>)>,
+    pending: Option<u64>,
+    legacy_intents: Vec<(String, String)>,
     attempts: Vec<(String, String, Option<AttemptRecord>)>,
     journal: Vec<(String, i64, Vec<u8>)>,
 }
@@ -63,9 +77,15 @@ impl UserWrite {
         }
     }
 
-    /// Set (or, with `None`, remove) a contact's record.
+    /// Set (or, with `None` or an empty record, remove) a contact's record.
     pub fn contact(&mut self, hub: &str, record: Option<ContactRecord>) {
-        self.contacts.push((hub.to_string(), record));
+        self.contacts.push((hub.to_string(), record.filter(|r| !r.is_empty())));
+    }
+
+    /// Set how many intents the user's contact records hold, once this write is applied
+    /// ([`Store::user_marks`]).
+    pub fn pending(&mut self, intents: u64) {
+        self.pending = Some(intents);
     }
 
     /// Set or clear a side's cursor.
@@ -73,9 +93,10 @@ impl UserWrite {
         self.cursors.push((side.to_string(), cursor));
     }
 
-    /// Set or clear a push intent.
-    pub fn intent(&mut self, side: &str, hub: &str, intent: Option<IntentRecord>) {
-        self.intents.push((side.to_string(), hub.to_string(), intent));
+    /// Remove an intent kept under a key of its own (format version 2), once the contact's
+    /// record, written in the same batch, holds it or it is done.
+    pub fn drop_legacy_intent(&mut self, side: &str, hub: &str) {
+        self.legacy_intents.push((side.to_string(), hub.to_string()));
     }
 
     /// Set or clear an attempt mark (see [`AttemptRecord`]).
@@ -93,7 +114,8 @@ impl UserWrite {
         self.doc_chunk.is_none()
             && self.contacts.is_empty()
             && self.cursors.is_empty()
-            && self.intents.is_empty()
+            && self.pending.is_none()
+            && self.legacy_intents.is_empty()
             && self.attempts.is_empty()
             && self.journal.is_empty()
     }
@@ -148,11 +170,11 @@ impl Store {
         for (k, v) in kv.scan_prefix(Tree::Contacts, &prefix)? {
             let segs = segments(&k).ok_or_else(|| corrupt(Tree::Contacts, "bad key"))?;
             let [_, hub] = segs.as_slice() else { return Err(corrupt(Tree::Contacts, "key is not (user, hub)")) };
-            contacts.push((utf8(Tree::Contacts, hub)?, codec::decode(Tree::Contacts.name(), &v)?));
+            contacts.push((utf8(Tree::Contacts, hub)?, decode_contact(&v)?));
         }
-        let intents = scan_records(kv, Tree::Intents, &prefix)?;
+        let legacy_intents = scan_records(kv, Tree::Intents, &prefix)?;
         let attempts = scan_records(kv, Tree::Attempts, &prefix)?;
-        Ok(UserState { doc, doc_stats, contacts, cursors: cursors(kv, &prefix)?, intents, attempts })
+        Ok(UserState { doc, doc_stats, contacts, cursors: cursors(kv, &prefix)?, legacy_intents, attempts })
     }
 
     /// Copy every record into a fresh store in `dir` (made if missing; it must not hold a
@@ -186,7 +208,12 @@ impl Store {
     pub fn user_marks(&self, user: &str) -> Result<UserMarks> {
         let kv = self.kv.as_ref();
         let prefix = key(&[user.as_bytes()]);
-        let intents = kv.scan_prefix(Tree::Intents, &prefix)?.len();
+        let pending = match kv.get(Tree::Pending, &prefix)? {
+            Some(v) => codec::decode::<u64>(Tree::Pending.name(), &v)?,
+            None => 0,
+        };
+        let legacy = kv.scan_prefix(Tree::Intents, &prefix)?.len() as u64;
+        let intents = usize::try_from(pending.saturating_add(legacy)).unwrap_or(usize::MAX);
         Ok(UserMarks { cursors: cursors(kv, &prefix)?, intents })
     }
 
@@ -227,8 +254,12 @@ impl Store {
         for (side, cursor) in &write.cursors {
             set(&mut batch, Tree::Cursors, key(&[user.as_bytes(), side.as_bytes()]), cursor.as_ref())?;
         }
-        for (side, hub, intent) in &write.intents {
-            set(&mut batch, Tree::Intents, key(&[user.as_bytes(), side.as_bytes(), hub.as_bytes()]), intent.as_ref())?;
+        if let Some(pending) = write.pending {
+            let k = key(&[user.as_bytes()]);
+            set(&mut batch, Tree::Pending, k, (pending > 0).then_some(&pending))?;
+        }
+        for (side, hub) in &write.legacy_intents {
+            batch.delete(Tree::Intents, key(&[user.as_bytes(), side.as_bytes(), hub.as_bytes()]));
         }
         for (side, mark, attempt) in &write.attempts {
             set(
@@ -346,6 +377,16 @@ fn scan_records<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
+/// A contact record of either format version this build reads.
+fn decode_contact(bytes: &[u8]) -> Result<ContactRecord> {
+    let tree = Tree::Contacts.name();
+    let malformed = |e: postcard::Error| StoreError::Corrupt { tree, detail: e.to_string() };
+    match codec::versioned(tree, bytes)? {
+        (2, payload) => postcard::from_bytes::<ContactRecordV2>(payload).map(ContactRecord::from).map_err(malformed),
+        (_, payload) => postcard::from_bytes(payload).map_err(malformed),
+    }
+}
+
 fn utf8(tree: Tree, bytes: &[u8]) -> Result<String> {
     String::from_utf8(bytes.to_vec()).map_err(|_| corrupt(tree, "key is not UTF-8"))
 }
@@ -367,7 +408,11 @@ mod tests {
             stamped: true,
             previous: None,
         };
-        ContactRecord { sides: vec![("crm".into(), side)] }
+        ContactRecord { sides: vec![("crm".into(), side)], intents: Vec::new() }
+    }
+
+    fn intent(op: &str) -> IntentRecord {
+        IntentRecord { op: op.into(), heads: vec![[3; 32]], fields: vec![9], attempted: false }
     }
 
     fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
@@ -382,25 +427,23 @@ mod tests {
             w.doc_chunk(b"abc".to_vec());
             w.contact("h1", Some(record("c-1")));
             w.cursor("crm", Some("cur-1".into()));
-            w.intent(
-                "exchange",
-                "h1",
-                Some(IntentRecord { op: "create".into(), heads: vec![], fields: vec![9], attempted: false }),
-            );
             w.attempt("exchange", "3", Some(AttemptRecord { hubs: vec!["h1".into()] }));
             store.commit("u1", w).expect("commit");
 
             let mut w = UserWrite::new();
             w.doc_chunk(b"def".to_vec());
-            w.contact("h1", Some(record("c-2")));
+            let mut pending = record("c-2");
+            pending.intents.push(("exchange".into(), intent("create")));
+            w.contact("h1", Some(pending.clone()));
+            w.pending(1);
             store.commit("u1", w).expect("commit");
 
             let state = store.load_user("u1").expect("load");
             assert_eq!(state.doc, b"abcdef");
             assert_eq!(store.load_doc("u1").expect("load doc"), b"abcdef");
-            assert_eq!(state.contacts, vec![("h1".into(), record("c-2"))]);
+            assert_eq!(state.contacts, vec![("h1".into(), pending)]);
             assert_eq!(state.cursors, vec![("crm".into(), "cur-1".into())]);
-            assert_eq!(state.intents.len(), 1);
+            assert_eq!(store.user_marks("u1").expect("marks").intents, 1);
             assert_eq!(
                 state.attempts,
                 vec![("exchange".into(), "3".into(), AttemptRecord { hubs: vec!["h1".into()] })]
@@ -408,8 +451,8 @@ mod tests {
             assert_eq!(store.load_user("u2").expect("load").doc, b"");
 
             let mut w = UserWrite::new();
-            w.contact("h1", None);
-            w.intent("exchange", "h1", None);
+            w.contact("h1", Some(ContactRecord::default()));
+            w.pending(0);
             w.attempt("exchange", "3", None);
             w.cursor("crm", None);
             store.commit("u1", w).expect("commit");
@@ -420,8 +463,48 @@ mod tests {
             assert_eq!(store.journal("u1", "conflict").expect("journal"), vec![b"first".to_vec(), b"second".to_vec()]);
             assert!(store.journal("u2", "conflict").expect("journal").is_empty());
             let state = store.load_user("u1").expect("load");
-            assert!(state.contacts.is_empty() && state.intents.is_empty() && state.cursors.is_empty());
+            assert!(state.contacts.is_empty() && state.legacy_intents.is_empty() && state.cursors.is_empty());
             assert!(state.attempts.is_empty());
+            assert_eq!(store.user_marks("u1").expect("marks").intents, 0);
+        }
+    }
+
+    /// A store of format version 2: contact records without intents, each intent under a
+    /// key of its own. Both read; the legacy intents count as pending until dropped.
+    #[test]
+    fn format_2_records_and_intents_read() {
+        #[derive(serde::Serialize)]
+        struct V2 {
+            sides: Vec<(String, crate::SideRecord)>,
+        }
+        for (store, _dir) in stores() {
+            let old = record("c-1");
+            let mut contact = vec![2u8];
+            contact.extend(postcard::to_stdvec(&V2 { sides: old.sides.clone() }).expect("encode"));
+            let mut intent_bytes = vec![2u8];
+            intent_bytes.extend(postcard::to_stdvec(&intent("update")).expect("encode"));
+            let mut batch = Batch::new();
+            batch.put(Tree::Contacts, key(&[b"u1", b"h1"]), contact);
+            batch.put(Tree::Intents, key(&[b"u1", b"crm", b"h1"]), intent_bytes);
+            store.kv().apply(&batch).expect("apply");
+
+            let state = store.load_user("u1").expect("load");
+            assert_eq!(state.contacts, vec![("h1".into(), old.clone())]);
+            assert_eq!(state.legacy_intents, vec![("crm".into(), "h1".into(), intent("update"))]);
+            assert_eq!(store.user_marks("u1").expect("marks").intents, 1);
+
+            // The reader moves the intent into the record and drops the old key, in one batch.
+            let mut moved = old;
+            moved.intents.push(("crm".into(), intent("update")));
+            let mut w = UserWrite::new();
+            w.contact("h1", Some(moved.clone()));
+            w.drop_legacy_intent("crm", "h1");
+            w.pending(1);
+            store.commit("u1", w).expect("commit");
+            let state = store.load_user("u1").expect("load");
+            assert_eq!(state.contacts, vec![("h1".into(), moved)]);
+            assert!(state.legacy_intents.is_empty());
+            assert_eq!(store.user_marks("u1").expect("marks").intents, 1);
         }
     }
 

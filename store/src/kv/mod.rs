@@ -20,7 +20,8 @@ pub enum Tree {
     Contacts,
     /// Cursors per (user, side).
     Cursors,
-    /// Push intents per (user, side, hub id).
+    /// Push intents per (user, side, hub id), as format version 2 kept them (they are now in
+    /// the contact records); read and removed as a user's records are rewritten.
     Intents,
     /// Settings, global and per user.
     Settings,
@@ -38,11 +39,14 @@ pub enum Tree {
     /// Attempt marks per (user, side, mark): the contacts of one push batch, whose
     /// intents count as attempted while the mark is stored.
     Attempts,
+    /// Per user: how many push intents the user's contact records hold, so a cycle can tell
+    /// whether a user has pushes pending without reading the records.
+    Pending,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 12] = [
         Tree::Docs,
         Tree::Contacts,
         Tree::Cursors,
@@ -54,6 +58,7 @@ impl Tree {
         Tree::Meetings,
         Tree::CalIndex,
         Tree::Attempts,
+        Tree::Pending,
     ];
 
     /// The tree's name (error messages, codec tags; the sled tree of the earlier layout).
@@ -70,6 +75,7 @@ impl Tree {
             Tree::Meetings => "meetings",
             Tree::CalIndex => "calendar_index",
             Tree::Attempts => "attempts",
+            Tree::Pending => "pending",
         }
     }
 }

@@ -44,6 +44,7 @@ fn prefix(tree: Tree) -> u8 {
         Tree::Meetings => b'm',
         Tree::CalIndex => b'x',
         Tree::Attempts => b'a',
+        Tree::Pending => b'p',
     }
 }
 
