@@ -19,7 +19,7 @@ pub mod sample;
 use std::collections::{BTreeSet, HashSet};
 
 use synchub_connectors::{ConnectorError, ErrorKind};
-use synchub_store::Store;
+use synchub_store::{Store, UserWrite};
 
 use crate::merge::{
     materialise, ItemChange, Merge, MergeError, Observed, PushKind, PushOp, PushOutcome, RunCtx, RunLog, Shadow,
@@ -183,6 +183,9 @@ pub enum EngineError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] synchub_store::StoreError),
+    /// A store write of this run failed, so this later one was not applied ([`Turn`]).
+    #[error("store: not written, an earlier write of this run failed")]
+    EarlierWriteFailed,
 }
 
 /// The per-run settings.
@@ -681,7 +684,7 @@ fn push_sides(
     }
     let shared = std::sync::Mutex::new(PushShared { replica, report, awaiting_crm, failed: false });
     let answered = std::sync::Condvar::new();
-    let order = std::sync::Mutex::new(());
+    let order = std::sync::Mutex::new(false);
     let meet = Meet { shared: &shared, answered: &answered, order: &order };
     let worker = |side: &mut dyn ContactReplica, ops: Vec<PushOp>| {
         let set = fields[side.side().index()];
@@ -736,11 +739,11 @@ impl Drop for Finished<'_, '_, '_> {
 }
 
 /// Where the two push workers meet: what they share, the signal that the CRM answered,
-/// and the turn to commit (see [`lock_turn`]).
+/// and the turn to commit (see [`Turn`]).
 struct Meet<'s, 'a> {
     shared: &'s std::sync::Mutex<PushShared<'a>>,
     answered: &'s std::sync::Condvar,
-    order: &'s std::sync::Mutex<()>,
+    order: &'s std::sync::Mutex<bool>,
 }
 
 fn lock<'m, 'a>(shared: &'m std::sync::Mutex<PushShared<'a>>) -> std::sync::MutexGuard<'m, PushShared<'a>> {
@@ -752,7 +755,7 @@ fn lock<'m, 'a>(shared: &'m std::sync::Mutex<PushShared<'a>>) -> std::sync::Mute
 /// mark (durable), push, record the answers and release the mark (durable with the next
 /// commit or flush: a crash before leaves the mark, whose intents are then attempted and
 /// settled by reading back). The store commits run outside the
-/// replica's lock, in turn (see [`lock_turn`]); they add no document changes, so they never
+/// replica's lock, in turn (see [`Turn`]); they add no document changes, so they never
 /// call for compacting it.
 fn push_worker(
     store: &Store,
@@ -791,10 +794,9 @@ fn push_worker(
             for op in &mut batch {
                 op.peer = replica.entry(op.side.other(), op.hub).and_then(|e| e.item.clone());
             }
-            let (write, turn) = (replica.take_write()?, lock_turn(order));
+            let (write, turn) = (replica.take_write()?, Turn::take(order));
             drop(s);
-            store.commit(user, write)?;
-            drop(turn);
+            turn.commit(store, user, write, Durable::Now)?;
         }
         let answers = side.push_batch(&batch);
         let mut s = lock(shared);
@@ -825,11 +827,10 @@ fn push_worker(
         if let Some(mark) = mark {
             replica.release_attempts(side.side(), mark);
         }
-        let (write, turn) = (replica.take_write()?, lock_turn(order));
+        let (write, turn) = (replica.take_write()?, Turn::take(order));
         drop(s);
         answered.notify_all();
-        store.commit_deferred(user, write)?;
-        drop(turn);
+        turn.commit(store, user, write, Durable::WithNext)?;
     }
     Ok(())
 }
@@ -838,8 +839,38 @@ fn push_worker(
 /// held and kept until the commit returns, so writes reach the store in the order they were
 /// taken (a contact's record is written whole; an older one must never land last), while
 /// the other worker goes on with the replica. Nobody waits for the replica holding it.
-fn lock_turn(order: &std::sync::Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
-    order.lock().unwrap_or_else(|p| p.into_inner())
+///
+/// Once a write fails, no later one is applied: each write was taken after the ones before
+/// it (the pending count it carries counts their intents), so the store must hold the run's
+/// writes up to some point, never a later one without an earlier. The failed run's replica
+/// is dropped and the next run loads what the store holds.
+struct Turn<'o>(std::sync::MutexGuard<'o, bool>);
+
+/// When a committed write must be durable.
+#[derive(Clone, Copy)]
+enum Durable {
+    /// On return (an attempt mark, written before its pushes).
+    Now,
+    /// With the next durable write or flush (what the pushes' answers settled).
+    WithNext,
+}
+
+impl<'o> Turn<'o> {
+    fn take(order: &'o std::sync::Mutex<bool>) -> Turn<'o> {
+        Turn(order.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn commit(mut self, store: &Store, user: &str, write: UserWrite, durable: Durable) -> Result<(), EngineError> {
+        if *self.0 {
+            return Err(EngineError::EarlierWriteFailed);
+        }
+        let result = match durable {
+            Durable::Now => store.commit(user, write),
+            Durable::WithNext => store.commit_deferred(user, write),
+        };
+        *self.0 = result.is_err();
+        result.map(drop).map_err(EngineError::from)
+    }
 }
 
 fn count(report: &mut RunReport, op: &PushOp, outcome: &PushOutcome) {

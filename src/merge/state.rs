@@ -251,6 +251,9 @@ impl UserReplica {
     pub fn load(store: &Store, user: &str) -> Result<UserReplica, MergeError> {
         let stored = store.load_user(user)?;
         let mut replica = UserReplica::new();
+        // The count as stored, not as found: where they differ (a format 2 store's intents,
+        // or a count a failed write left behind), the next write stores the true one.
+        replica.saved_pending = usize::try_from(stored.pending).unwrap_or(usize::MAX);
         if !stored.doc.is_empty() {
             replica.doc = ContactDoc::load(&stored.doc)?;
             replica.saved_heads = replica.doc.heads();
@@ -270,12 +273,20 @@ impl UserReplica {
             }
             for (side, rec) in record.intents {
                 replica.side_mut(parse_side(&side)?).intents.insert(hub, Intent::from_record(&rec)?);
-                replica.saved_pending += 1;
             }
         }
         for (side, hub, rec) in stored.legacy_intents {
             let (side, hub) = (parse_side(&side)?, hub.parse()?);
-            replica.side_mut(side).intents.entry(hub).or_insert(Intent::from_record(&rec)?);
+            // Held twice (never written so; a record and a key of the same contact are
+            // written in one batch): an attempted one wins, as its push may have happened.
+            let legacy = Intent::from_record(&rec)?;
+            let intents = &mut replica.side_mut(side).intents;
+            match intents.get(&hub) {
+                Some(held) if held.attempted || !legacy.attempted => {}
+                _ => {
+                    intents.insert(hub, legacy);
+                }
+            }
             replica.legacy_intents.insert((side, hub));
             replica.dirty_intents.insert((side, hub));
         }

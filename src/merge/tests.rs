@@ -340,22 +340,61 @@ fn n1_intents_of_a_format_2_store_move_into_the_contact_records() {
             batch.put(Tree::Intents, key(&[b"u", side.as_bytes(), hub.as_bytes()]), v2);
         }
     }
+    // The batch's attempt mark, as a crash left it (SPEC N1).
+    for (side, mark, record) in store.load_user("u").unwrap().attempts {
+        let mut v2 = vec![2u8];
+        v2.extend(postcard::to_stdvec(&record).unwrap());
+        batch.put(Tree::Attempts, key(&[b"u", side.as_bytes(), mark.as_bytes()]), v2);
+    }
     kv.apply(&batch).unwrap();
     let old = Store::in_memory(kv);
     let stored = old.load_user("u").unwrap();
     assert_eq!(stored.legacy_intents.len(), 2);
+    assert_eq!(stored.attempts.len(), 1);
     assert!(stored.contacts.iter().all(|(_, r)| r.intents.is_empty()));
     assert_eq!(old.user_marks("u").unwrap().intents, 2, "pending before the move");
 
     let mut loaded = UserReplica::load(&old, "u").unwrap();
     assert_eq!(planned(&loaded), planned(&replica));
+    assert!(loaded.side(Side::Crm).intents.values().all(|i| i.attempted), "the mark's intents are attempted");
     old.commit("u", loaded.take_write().unwrap()).unwrap();
     let moved = old.load_user("u").unwrap();
     assert!(moved.legacy_intents.is_empty(), "the old keys are gone");
     assert_eq!(moved.intents().len(), 2);
     assert!(moved.contacts.iter().all(|(_, r): &(String, ContactRecord)| r.intents.len() == 1));
     assert_eq!(old.user_marks("u").unwrap().intents, 2, "pending after the move");
-    assert_eq!(planned(&UserReplica::load(&old, "u").unwrap()), planned(&replica));
+    assert!(moved.attempts.is_empty(), "the mark is dissolved into the intents");
+    let reloaded = UserReplica::load(&old, "u").unwrap();
+    assert_eq!(planned(&reloaded), planned(&replica));
+    assert!(reloaded.side(Side::Crm).intents.values().all(|i| i.attempted), "still attempted: read back next");
+}
+
+/// A pending count that disagrees with the contact records (a store written before writes
+/// after a failed one were refused) is put right by the next write: the count is what the
+/// quiet-cycle fast path reads to skip loading a user, so a count too low would leave the
+/// pushes pending for good (SPEC N1).
+#[test]
+fn n1_a_stored_pending_count_the_records_contradict_is_rewritten() {
+    use synchub_store::{key, Batch, Kv, MemKv, Store, Tree};
+    let (store, _, _, _) = marked_batch();
+    let kv = MemKv::new();
+    let mut batch = Batch::new();
+    for (hub, record) in store.load_user("u").unwrap().contacts {
+        batch.put(
+            Tree::Contacts,
+            key(&[b"u", hub.as_bytes()]),
+            synchub_store::codec::encode(Tree::Contacts.name(), &record).unwrap(),
+        );
+    }
+    kv.apply(&batch).unwrap();
+    let drifted = Store::in_memory(kv);
+    assert_eq!(drifted.load_user("u").unwrap().intents().len(), 2);
+    assert_eq!(drifted.user_marks("u").unwrap().intents, 0, "the count lost");
+
+    let mut loaded = UserReplica::load(&drifted, "u").unwrap();
+    drifted.commit("u", loaded.take_write().unwrap()).unwrap();
+    assert_eq!(drifted.user_marks("u").unwrap().intents, 2, "the count put right");
+    assert_eq!(drifted.load_user("u").unwrap().pending, 2);
 }
 
 /// A plan large enough to be read in two threads gives the pushes, in the order, and the

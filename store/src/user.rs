@@ -27,6 +27,9 @@ pub struct UserState {
     pub legacy_intents: Vec<(String, String, IntentRecord)>,
     /// (side, mark, attempt mark).
     pub attempts: Vec<(String, String, AttemptRecord)>,
+    /// The pending count as stored ([`UserWrite::pending`]; 0 when none is): the reader
+    /// compares it with the intents it found and writes the true count where they differ.
+    pub pending: u64,
 }
 
 impl UserState {
@@ -174,7 +177,8 @@ impl Store {
         }
         let legacy_intents = scan_records(kv, Tree::Intents, &prefix)?;
         let attempts = scan_records(kv, Tree::Attempts, &prefix)?;
-        Ok(UserState { doc, doc_stats, contacts, cursors: cursors(kv, &prefix)?, legacy_intents, attempts })
+        let pending = stored_pending(kv, &prefix)?;
+        Ok(UserState { doc, doc_stats, contacts, cursors: cursors(kv, &prefix)?, legacy_intents, attempts, pending })
     }
 
     /// Copy every record into a fresh store in `dir` (made if missing; it must not hold a
@@ -208,10 +212,7 @@ impl Store {
     pub fn user_marks(&self, user: &str) -> Result<UserMarks> {
         let kv = self.kv.as_ref();
         let prefix = key(&[user.as_bytes()]);
-        let pending = match kv.get(Tree::Pending, &prefix)? {
-            Some(v) => codec::decode::<u64>(Tree::Pending.name(), &v)?,
-            None => 0,
-        };
+        let pending = stored_pending(kv, &prefix)?;
         let legacy = kv.scan_prefix(Tree::Intents, &prefix)?.len() as u64;
         let intents = usize::try_from(pending.saturating_add(legacy)).unwrap_or(usize::MAX);
         Ok(UserMarks { cursors: cursors(kv, &prefix)?, intents })
@@ -342,6 +343,14 @@ pub fn disk_bytes(dir: &Path) -> u64 {
 }
 
 /// (side, cursor) of the user whose key prefix is `prefix`.
+/// The user's pending count as stored (0 when none is).
+fn stored_pending(kv: &dyn Kv, prefix: &[u8]) -> Result<u64> {
+    match kv.get(Tree::Pending, prefix)? {
+        Some(v) => codec::decode::<u64>(Tree::Pending.name(), &v),
+        None => Ok(0),
+    }
+}
+
 fn cursors(kv: &dyn Kv, prefix: &[u8]) -> Result<Vec<(String, String)>> {
     let mut cursors = Vec::new();
     for (k, v) in kv.scan_prefix(Tree::Cursors, prefix)? {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use synchub::engine::matching::InitialMatch;
 use synchub::engine::memory::{Fault, MemorySide};
-use synchub::engine::{run_user, RunOptions, RunReport};
+use synchub::engine::{run_user, EngineError, RunOptions, RunReport};
 use synchub::merge::{RunCtx, UserReplica};
 use synchub::model::{ContactFields, HubContactId, Side};
 use synchub_store::{MemKv, Store};
@@ -96,15 +96,21 @@ impl World {
 
     /// One run for the user; the replica is loaded from the store when a crash dropped it.
     pub fn run(&mut self) -> RunReport {
+        self.try_run().expect("run")
+    }
+
+    /// One run that may fail; a failed run's replica is dropped, as the hub drops it.
+    pub fn try_run(&mut self) -> Result<RunReport, EngineError> {
         let opts = self.options();
         let replica = self.take_replica();
         let [ex, crm] = &mut self.sides;
-        let (replica, report) = run_user(&self.store, USER, replica, [ex, crm], opts).expect("run");
-        self.replica = Some(replica);
+        let outcome = run_user(&self.store, USER, replica, [ex, crm], opts);
         for s in &mut self.sides {
             s.clear_faults();
         }
-        report
+        let (replica, report) = outcome?;
+        self.replica = Some(replica);
+        Ok(report)
     }
 
     /// A run that dies at the `at`-th push to `side` (before or after the side applied it):
