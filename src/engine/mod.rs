@@ -955,6 +955,7 @@ fn recover(
                 item: entry.item,
                 etag: entry.etag,
                 fields: intent.fields.fields(),
+                encoded: intent.fields,
                 heads: intent.heads,
                 peer: replica.entry(side.other(), hub).and_then(|e| e.item.clone()),
                 previous: entry.previous.clone(),

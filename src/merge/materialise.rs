@@ -25,6 +25,9 @@ pub struct PushOp {
     pub etag: Option<String>,
     /// The full mapped values the item must hold (create, update).
     pub fields: ContactFields,
+    /// `fields`, encoded as a shadow is: made once with them, then kept as the push's
+    /// intent and, once the side holds them, as its shadow.
+    pub encoded: Shadow,
     /// The heads `fields` were read at.
     pub heads: Heads,
     /// The other side's item linked to the same contact, filled in just before the push
@@ -172,6 +175,7 @@ fn plan_some(replica: &UserReplica, requests: &[SidePlan], heads: &Heads, hubs: 
                 kind,
                 item: linked,
                 etag,
+                encoded: Shadow::new(&fields),
                 fields,
                 heads: heads.clone(),
                 peer: None,
@@ -199,7 +203,7 @@ pub fn intend(replica: &mut UserReplica, op: &PushOp) {
     if replica.side(op.side).intents.get(&op.hub).is_some_and(|i| i.attempted) {
         return;
     }
-    let intent = Intent { kind: op.kind, heads: op.heads.clone(), fields: Shadow::new(&op.fields), attempted: false };
+    let intent = Intent { kind: op.kind, heads: op.heads.clone(), fields: op.encoded.clone(), attempted: false };
     replica.set_intent(op.side, op.hub, Some(intent));
 }
 
@@ -211,10 +215,7 @@ pub fn attempt(replica: &mut UserReplica, side: Side, ops: &[PushOp]) -> Option<
     let intents = ops
         .iter()
         .map(|op| {
-            (
-                op.hub,
-                Intent { kind: op.kind, heads: op.heads.clone(), fields: Shadow::new(&op.fields), attempted: true },
-            )
+            (op.hub, Intent { kind: op.kind, heads: op.heads.clone(), fields: op.encoded.clone(), attempted: true })
         })
         .collect();
     replica.attempt_all(side, intents)
@@ -244,7 +245,7 @@ pub fn record(replica: &mut UserReplica, op: &PushOp, outcome: PushOutcome) -> P
     let stamped_entry = |item: Option<ItemId>, etag: Option<String>| SideEntry {
         item,
         etag,
-        shadow: Shadow::new(&op.fields),
+        shadow: op.encoded.clone(),
         base: op.heads.clone(),
         stamped: true,
         previous: None,
