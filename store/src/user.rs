@@ -247,7 +247,13 @@ impl Store {
         let mut batch = Batch::new();
         let mut stats = docs::stats(kv, user)?;
         if let Some(chunk) = &write.doc_chunk {
-            stats = docs::append_chunk(&mut batch, user, stats, chunk)?;
+            stats = if stats.generation == 0 && stats.chunks == 0 {
+                // The user's first document bytes: kept as the snapshot (the same bytes load
+                // either way), not as a chunk that at once calls for compacting.
+                docs::replace(kv, &mut batch, user, stats, chunk)?
+            } else {
+                docs::append_chunk(&mut batch, user, stats, chunk)?
+            };
         }
         for (hub, record) in &write.contacts {
             set(&mut batch, Tree::Contacts, key(&[user.as_bytes(), hub.as_bytes()]), record.as_ref())?;
@@ -527,7 +533,7 @@ mod tests {
             }
             let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
             let stats = store.compact("u", &big).expect("compact");
-            assert_eq!((stats.parts, stats.chunks, stats.generation), (4, 0, 1));
+            assert_eq!((stats.parts, stats.chunks, stats.generation), (4, 0, 2), "the first bytes made generation 1");
             assert_eq!(store.load_user("u").expect("load").doc, big);
             let mut w = UserWrite::new();
             w.doc_chunk(vec![1, 2]);
@@ -537,8 +543,31 @@ mod tests {
             expect.extend([1, 2]);
             assert_eq!(store.load_user("u").expect("load").doc, expect);
             let stats = store.compact("u", b"small").expect("compact");
-            assert_eq!((stats.parts, stats.generation), (1, 2));
+            assert_eq!((stats.parts, stats.generation), (1, 3));
             assert_eq!(store.load_user("u").expect("load").doc, b"small");
+        }
+    }
+
+    /// A user's first document bytes are kept as the snapshot, so the first commit (a whole
+    /// document at a user's initial sync) does not at once call for compacting; what follows
+    /// is appended as chunks, and the document loads as the same bytes.
+    #[test]
+    fn the_first_document_bytes_are_the_snapshot() {
+        for (store, _dir) in stores() {
+            let whole: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+            let mut w = UserWrite::new();
+            w.doc_chunk(whole.clone());
+            let stats = store.commit("u", w).expect("commit");
+            assert_eq!((stats.generation, stats.parts, stats.chunks), (1, 2, 0));
+            assert_eq!(stats.snapshot_bytes, whole.len() as u64);
+            assert!(!stats.needs_compaction());
+            let mut w = UserWrite::new();
+            w.doc_chunk(vec![7; 10]);
+            let stats = store.commit("u", w).expect("commit");
+            assert_eq!((stats.generation, stats.chunks, stats.chunk_bytes), (1, 1, 10));
+            let mut expect = whole.clone();
+            expect.extend([7; 10]);
+            assert_eq!(store.load_user("u").expect("load").doc, expect);
         }
     }
 
