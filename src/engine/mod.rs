@@ -857,7 +857,12 @@ enum Durable {
 
 impl<'o> Turn<'o> {
     fn take(order: &'o std::sync::Mutex<bool>) -> Turn<'o> {
-        Turn(order.lock().unwrap_or_else(|p| p.into_inner()))
+        // A panic while a commit held the turn: whether it wrote is unknown, so nothing after.
+        Turn(order.lock().unwrap_or_else(|p| {
+            let mut failed = p.into_inner();
+            *failed = true;
+            failed
+        }))
     }
 
     fn commit(mut self, store: &Store, user: &str, write: UserWrite, durable: Durable) -> Result<(), EngineError> {
@@ -868,6 +873,10 @@ impl<'o> Turn<'o> {
             Durable::Now => store.commit(user, write),
             Durable::WithNext => store.commit_deferred(user, write),
         };
+        if let Err(e) = &result {
+            // Logged here: the run may report the other worker's refusal instead.
+            tracing::error!(user, error = %e, "store write failed; the run's later writes are refused");
+        }
         *self.0 = result.is_err();
         result.map(drop).map_err(EngineError::from)
     }

@@ -821,7 +821,9 @@ impl Hub {
         let marks = self.store.user_marks(user)?;
         let stored = Side::BOTH
             .map(|side| marks.cursors.iter().find(|(s, _)| s.as_str() == side.name()).map(|(_, c)| c.clone()));
-        if marks.intents > 0 || stored.iter().any(Option::is_none) {
+        // A stored attempt mark is settled by loading the user, even were the pending count
+        // too low (as a failed write could leave it before such writes were refused).
+        if marks.intents > 0 || marks.attempts > 0 || stored.iter().any(Option::is_none) {
             return Ok(None);
         }
         let pulls = pull_all(&mut [graph as &mut dyn ContactReplica, crm], &stored);

@@ -395,6 +395,8 @@ fn n1_a_stored_pending_count_the_records_contradict_is_rewritten() {
     drifted.commit("u", loaded.take_write().unwrap()).unwrap();
     assert_eq!(drifted.user_marks("u").unwrap().intents, 2, "the count put right");
     assert_eq!(drifted.load_user("u").unwrap().pending, 2);
+    let mut again = UserReplica::load(&drifted, "u").unwrap();
+    assert!(again.take_write().unwrap().is_empty(), "a true count is not written again");
 }
 
 /// A plan large enough to be read in two threads gives the pushes, in the order, and the

@@ -53,6 +53,8 @@ pub struct UserMarks {
     pub cursors: Vec<(String, String)>,
     /// Intents stored (pushes planned or attempted and not yet confirmed).
     pub intents: usize,
+    /// Attempt marks stored: push batches a crash or a failed write left unsettled.
+    pub attempts: usize,
 }
 
 /// What one batch of a run changed for a user; [`Store::commit`] writes it atomically.
@@ -215,7 +217,8 @@ impl Store {
         let pending = stored_pending(kv, &prefix)?;
         let legacy = kv.scan_prefix(Tree::Intents, &prefix)?.len() as u64;
         let intents = usize::try_from(pending.saturating_add(legacy)).unwrap_or(usize::MAX);
-        Ok(UserMarks { cursors: cursors(kv, &prefix)?, intents })
+        let attempts = kv.scan_prefix(Tree::Attempts, &prefix)?.len();
+        Ok(UserMarks { cursors: cursors(kv, &prefix)?, intents, attempts })
     }
 
     /// Only the user's document (snapshot and chunks), for readers that need nothing else.
@@ -458,7 +461,8 @@ mod tests {
             assert_eq!(store.load_doc("u1").expect("load doc"), b"abcdef");
             assert_eq!(state.contacts, vec![("h1".into(), pending)]);
             assert_eq!(state.cursors, vec![("crm".into(), "cur-1".into())]);
-            assert_eq!(store.user_marks("u1").expect("marks").intents, 1);
+            let marks = store.user_marks("u1").expect("marks");
+            assert_eq!((marks.intents, marks.attempts), (1, 1));
             assert_eq!(
                 state.attempts,
                 vec![("exchange".into(), "3".into(), AttemptRecord { hubs: vec!["h1".into()] })]
