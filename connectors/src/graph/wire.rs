@@ -143,6 +143,42 @@ pub struct Contact {
     pub removed: Option<Removed>,
 }
 
+/// The properties a contact may be written with (Graph refuses others): those [`Contact`]
+/// maps, and some it leaves alone.
+pub const CONTACT_PROPERTIES: [&str; 31] = [
+    "displayName",
+    "fileAs",
+    "title",
+    "givenName",
+    "middleName",
+    "surname",
+    "generation",
+    "nickName",
+    "jobTitle",
+    "companyName",
+    "department",
+    "assistantName",
+    "emailAddresses",
+    "businessPhones",
+    "homePhones",
+    "mobilePhone",
+    "businessAddress",
+    "homeAddress",
+    "otherAddress",
+    "businessHomePage",
+    "birthday",
+    "spouseName",
+    "personalNotes",
+    "categories",
+    "singleValueExtendedProperties",
+    "initials",
+    "officeLocation",
+    "profession",
+    "manager",
+    "imAddresses",
+    "children",
+];
+
 impl Contact {
     /// The value of the extended property `id` (ids compare case-insensitively, as
     /// Exchange compares them).

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration as Days, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::graph::props;
-use crate::graph::wire::{Contact, Event, ExtendedProperty, User};
+use crate::graph::wire::{Contact, Event, ExtendedProperty, User, CONTACT_PROPERTIES};
 
 /// An error as Graph answers it: status, code, message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -35,41 +35,6 @@ impl GraphError {
         GraphError { status: 410, code: "SyncStateNotFound", message: "the sync state is no longer valid".into() }
     }
 }
-
-/// The properties a contact may be written with (Graph refuses others).
-const CONTACT_PROPERTIES: [&str; 31] = [
-    "displayName",
-    "fileAs",
-    "title",
-    "givenName",
-    "middleName",
-    "surname",
-    "generation",
-    "nickName",
-    "jobTitle",
-    "companyName",
-    "department",
-    "assistantName",
-    "emailAddresses",
-    "businessPhones",
-    "homePhones",
-    "mobilePhone",
-    "businessAddress",
-    "homeAddress",
-    "otherAddress",
-    "businessHomePage",
-    "birthday",
-    "spouseName",
-    "personalNotes",
-    "categories",
-    "singleValueExtendedProperties",
-    "initials",
-    "officeLocation",
-    "profession",
-    "manager",
-    "imAddresses",
-    "children",
-];
 
 struct StoredContact {
     folder: String,
