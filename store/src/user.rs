@@ -351,7 +351,6 @@ pub fn disk_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// (side, cursor) of the user whose key prefix is `prefix`.
 /// The user's pending count as stored (0 when none is).
 fn stored_pending(kv: &dyn Kv, prefix: &[u8]) -> Result<u64> {
     match kv.get(Tree::Pending, prefix)? {
@@ -360,6 +359,7 @@ fn stored_pending(kv: &dyn Kv, prefix: &[u8]) -> Result<u64> {
     }
 }
 
+/// (side, cursor) of the user whose key prefix is `prefix`.
 fn cursors(kv: &dyn Kv, prefix: &[u8]) -> Result<Vec<(String, String)>> {
     let mut cursors = Vec::new();
     for (k, v) in kv.scan_prefix(Tree::Cursors, prefix)? {
