@@ -85,7 +85,7 @@ fn sled_keeps_committed_batches_across_reopen() {
         b.put(Tree::Settings, b"k".to_vec(), b"v".to_vec());
         kv.apply(&b).expect("apply");
     }
-    let kv = SledKv::open(dir.path()).expect("reopen");
+    let kv = reopened(|| SledKv::open(dir.path()));
     assert_eq!(kv.get(Tree::Settings, b"k").expect("get"), Some(b"v".to_vec()));
 }
 
@@ -96,7 +96,7 @@ fn sled_ids_keep_increasing_across_reopen() {
         let kv = SledKv::open(dir.path()).expect("open");
         (0..10).map(|_| kv.next_id().expect("id")).max().expect("ten ids")
     };
-    let kv = SledKv::open(dir.path()).expect("reopen");
+    let kv = reopened(|| SledKv::open(dir.path()));
     assert!(kv.next_id().expect("id") > first);
 }
 
@@ -118,7 +118,7 @@ fn a_store_of_the_earlier_layout_is_moved_into_one_tree_and_keeps_every_record()
         db.flush().expect("flush");
     }
     {
-        let kv = SledKv::open(dir.path()).expect("open migrates");
+        let kv = reopened(|| SledKv::open(dir.path()));
         let contacts = kv.scan_prefix(Tree::Contacts, b"u1/").expect("scan");
         assert_eq!(contacts.len(), 5_000);
         assert_eq!(contacts[4_999], (b"u1/04999".to_vec(), b"record 4999".to_vec()));
@@ -138,11 +138,23 @@ fn a_store_of_the_earlier_layout_is_moved_into_one_tree_and_keeps_every_record()
         assert!(!names.iter().any(|n| n.as_ref() == old.as_bytes()), "{old} still there");
     }
     drop(db);
-    let kv = SledKv::open(dir.path()).expect("reopen");
+    let kv = reopened(|| SledKv::open(dir.path()));
     assert_eq!(kv.get(Tree::Contacts, b"u1/00000").expect("get"), Some(b"changed".to_vec()));
 }
 
 /// The sled database in `dir`, opened as the adapter opens it but without the adapter.
 fn raw(dir: &std::path::Path) -> sled::Db {
-    sled::Config::new().path(dir).segment_size(super::sled_kv::SEGMENT_BYTES).open().expect("open sled")
+    reopened(|| sled::Config::new().path(dir).segment_size(super::sled_kv::SEGMENT_BYTES).open())
+}
+
+/// Open what a dropped handle held: sled's own I/O threads may keep the directory's lock
+/// a moment after the handle is dropped, so a failed open is tried again (5 s at most).
+fn reopened<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -> T {
+    for _ in 0..500 {
+        if let Ok(opened) = open() {
+            return opened;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    open().expect("open sled")
 }
