@@ -19,7 +19,8 @@
 //! Run: `cargo bench --bench firm` (users: `SYNCHUB_BENCH_USERS`, default 100; contacts
 //! per side: `SYNCHUB_BENCH_CONTACTS`, default 1,000; the hub's `[store] cache_mib`:
 //! `SYNCHUB_BENCH_CACHE_MIB`; `SYNCHUB_BENCH_CONTACTS_ONLY=1` skips the calendar and the
-//! latency); `benches/growth.sh` runs the sizes of the README's growth table.
+//! latency; `SYNCHUB_BENCH_EMULATORS`: the `synchub` binary that runs the emulators);
+//! `benches/growth.sh` runs the sizes of the README's growth table.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -65,7 +66,9 @@ impl Drop for Emulators {
 
 /// Start `synchub emulators --shape load` and read its banner.
 fn emulators(users: usize, contacts: usize) -> Emulators {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_synchub"))
+    // `SYNCHUB_BENCH_EMULATORS`: another build's binary, to compare emulators in one session.
+    let binary = std::env::var("SYNCHUB_BENCH_EMULATORS").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synchub").to_string());
+    let mut child = Command::new(binary)
         .args(["emulators", "--shape", "load", "--users", &users.to_string(), "--contacts", &contacts.to_string()])
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())
@@ -133,7 +136,12 @@ fn status_mib(key: &str) -> f64 {
 /// system, all threads: `/proc/self/stat` counts them in USER_HZ, 100 a second on Linux.
 /// A figure the machine's noise moves much less than wall time.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("self")
+}
+
+/// The same for process `pid` (`self`: this one).
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name, which is in parentheses: utime and stime are
     // the 14th and 15th of the line, the 12th and 13th after it.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -208,14 +216,17 @@ fn main() {
         took
     };
 
-    let cpu_before = cpu_seconds();
+    let emulators_pid = emu.child.id().to_string();
+    let (cpu_before, emulators_before) = (cpu_seconds(), cpu_seconds_of(&emulators_pid));
     let initial = cycle("initial");
     let initial_cpu = cpu_seconds() - cpu_before;
+    let emulators_cpu = cpu_seconds_of(&emulators_pid) - emulators_before;
     let initial_peak = status_mib("VmHWM");
     let echo = cycle("echo");
     println!("initial sync of {n} users: {:.2} s (then the echo cycle: {:.2} s)", secs(initial), secs(echo));
     println!("peak RSS of the hub process during the initial sync: {initial_peak:.0} MiB");
     println!("CPU of the hub process during the initial sync: {initial_cpu:.1} s (user and system, all threads)");
+    println!("CPU of the emulators' process meanwhile: {emulators_cpu:.1} s");
 
     // The users' own edits, through the services' APIs: 1 % of each side per user.
     let graph = graph_client(&emu);
@@ -305,7 +316,8 @@ fn main() {
 
     let record = serde_json::json!({
         "users": n, "contacts": c, "cache_mib": cache_mib, "seed_s": secs(seeding),
-        "initial_s": secs(initial), "initial_cpu_s": initial_cpu, "echo_s": secs(echo),
+        "initial_s": secs(initial), "initial_cpu_s": initial_cpu,
+        "emulators_cpu_s": emulators_cpu, "echo_s": secs(echo),
         "incremental_s": secs(incremental_m), "settle_s": secs(settle_m), "quiet_s": secs(quiet_m),
         "calendar_pass_s": secs(calendar_pass), "calendar_send_s": secs(calendar_send),
         "calendar_cycle_s": secs(calendar_new),
