@@ -419,14 +419,15 @@ fn list(
     let stamp = param(q, "$filter")
         .map(|f| stamp_filter(f).ok_or_else(|| GraphError::query(format!("unsupported $filter `{f}`"))))
         .transpose()?;
-    let contacts = emu.state().contacts(uid, Some(fid))?;
-    let items: Vec<_> = contacts
-        .into_iter()
+    // The page's contacts only are cloned, under the lock.
+    let state = emu.state();
+    let items: Vec<&crate::graph::wire::Contact> = state
+        .contacts_in(uid, Some(fid))?
         .filter(|c| stamp.as_ref().is_none_or(|(id, value)| c.extended(id) == Some(value.as_str())))
         .collect();
     let path = format!("/users/{uid}/contactFolders/{fid}/contacts");
-    let json = |c: &crate::graph::wire::Contact| {
-        let value = serde_json::to_value(with_extended(c.clone(), expand.as_deref())).unwrap_or(Value::Null);
+    let json = |c: &&crate::graph::wire::Contact| {
+        let value = serde_json::to_value(with_extended((*c).clone(), expand.as_deref())).unwrap_or(Value::Null);
         select(value, param(q, "$select"))
     };
     Ok(paged(base(headers), &path, q, headers, &items, json).into_response())
@@ -488,10 +489,10 @@ async fn patch_contact(
     Path((uid, id)): Path<(String, String)>,
     headers: HeaderMap,
     bytes: Bytes,
-) -> Result<Json<Value>, GraphError> {
+) -> Result<Json<crate::graph::wire::Contact>, GraphError> {
     let if_match = headers.get("if-match").and_then(|v| v.to_str().ok());
     let contact = emu.state().update_contact(&uid, &id, &parse_body(&bytes)?, if_match)?;
-    Ok(Json(serde_json::to_value(with_extended(contact, None)).unwrap_or(Value::Null)))
+    Ok(Json(with_extended(contact, None)))
 }
 
 async fn delete_contact(
