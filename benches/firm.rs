@@ -64,10 +64,16 @@ impl Drop for Emulators {
     }
 }
 
+/// `SYNCHUB_BENCH_EMULATORS`, when set and not empty: the `synchub` binary itself (a wrapper
+/// script's CPU would be counted instead of the emulators').
+fn emulators_binary() -> Option<String> {
+    std::env::var("SYNCHUB_BENCH_EMULATORS").ok().filter(|b| !b.trim().is_empty())
+}
+
 /// Start `synchub emulators --shape load` and read its banner.
 fn emulators(users: usize, contacts: usize) -> Emulators {
     // `SYNCHUB_BENCH_EMULATORS`: another build's binary, to compare emulators in one session.
-    let binary = std::env::var("SYNCHUB_BENCH_EMULATORS").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synchub").to_string());
+    let binary = emulators_binary().unwrap_or_else(|| env!("CARGO_BIN_EXE_synchub").to_string());
     let mut child = Command::new(binary)
         .args(["emulators", "--shape", "load", "--users", &users.to_string(), "--contacts", &contacts.to_string()])
         .env("RUST_LOG", "error")
@@ -317,7 +323,7 @@ fn main() {
     let record = serde_json::json!({
         "users": n, "contacts": c, "cache_mib": cache_mib, "seed_s": secs(seeding),
         "initial_s": secs(initial), "initial_cpu_s": initial_cpu,
-        "emulators_cpu_s": emulators_cpu, "echo_s": secs(echo),
+        "emulators_cpu_s": emulators_cpu, "emulators_bin": emulators_binary(), "echo_s": secs(echo),
         "incremental_s": secs(incremental_m), "settle_s": secs(settle_m), "quiet_s": secs(quiet_m),
         "calendar_pass_s": secs(calendar_pass), "calendar_send_s": secs(calendar_send),
         "calendar_cycle_s": secs(calendar_new),

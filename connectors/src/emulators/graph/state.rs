@@ -740,7 +740,6 @@ mod tests {
             .filter_map(|(name, choice)| {
                 let value = match choice {
                     None => return None,
-                    Some(None) if *name == "singleValueExtendedProperties" => return None,
                     Some(None) => Value::Null,
                     Some(Some(n)) => property_value(name, *n),
                 };
