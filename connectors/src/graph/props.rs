@@ -358,24 +358,7 @@ mod tests {
         use proptest::prelude::*;
         let keys = crate::graph::wire::CONTACT_PROPERTIES.iter().copied().chain(["id"]).collect::<Vec<_>>();
         let key = prop::sample::select(keys);
-        (key, 0..4usize).prop_map(|(key, pick)| {
-            let value = match (key, pick) {
-                (_, 0) => None,
-                ("emailAddresses", n) => Some(serde_json::json!([{"address": format!("a{n}@x.example")}])),
-                ("businessPhones" | "homePhones" | "categories", n) => {
-                    Some(serde_json::json!(vec![format!("v{n}"); n - 1]))
-                }
-                ("businessAddress" | "homeAddress" | "otherAddress", n) => {
-                    Some(serde_json::json!({"city": format!("c{n}")}))
-                }
-                ("singleValueExtendedProperties", n) => {
-                    Some(serde_json::json!([{"id": HUB_ID, "value": format!("h{n}")}]))
-                }
-                (_, 1) => Some(Value::String(String::new())),
-                (_, n) => Some(Value::String(format!("v{n}"))),
-            };
-            (key, value)
-        })
+        (key, 0..4usize).prop_map(|(key, pick)| (key, crate::graph::wire::sample_property(key, pick)))
     }
 
     fn contact(props: &[(&'static str, Option<Value>)]) -> Contact {

@@ -179,6 +179,22 @@ pub const CONTACT_PROPERTIES: [&str; 31] = [
     "children",
 ];
 
+/// A value of the writable contact property `key`, of its type, for property tests: `pick`
+/// 0 is none, 1 an empty one (where the type has one), 2 and up told apart by the number.
+#[cfg(test)]
+pub(crate) fn sample_property(key: &str, pick: usize) -> Option<serde_json::Value> {
+    use serde_json::{json, Value};
+    Some(match (key, pick) {
+        (_, 0) => return None,
+        ("emailAddresses", n) => json!([{"address": format!("a{n}@x.example")}]),
+        ("businessPhones" | "homePhones" | "categories", n) => json!(vec![format!("v{n}"); n - 1]),
+        ("businessAddress" | "homeAddress" | "otherAddress", n) => json!({"city": format!("c{n}")}),
+        ("singleValueExtendedProperties", n) => json!([{"id": super::props::HUB_ID, "value": format!("h{n}")}]),
+        (_, 1) => Value::String(String::new()),
+        (_, n) => Value::String(format!("v{n}")),
+    })
+}
+
 impl Contact {
     /// The value of the extended property `id` (ids compare case-insensitively, as
     /// Exchange compares them).

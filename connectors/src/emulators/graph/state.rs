@@ -716,22 +716,6 @@ mod tests {
         merged
     }
 
-    /// A value of the writable property `name`, of its type, told apart by `n`.
-    fn property_value(name: &str, n: u8) -> Value {
-        match name {
-            "emailAddresses" => json!([{"name": format!("N{n}"), "address": format!("a{n}@x.example")}]),
-            "businessPhones" | "homePhones" | "categories" | "imAddresses" | "children" => json!([format!("v{n}")]),
-            "businessAddress" | "homeAddress" | "otherAddress" => {
-                json!({"street": format!("{n} Main St"), "city": "Leeds"})
-            }
-            "singleValueExtendedProperties" => {
-                json!([{"id": format!("String {{00020329-0000-0000-C000-000000000046}} Name P{}", n % 3), "value": format!("x{n}")}])
-            }
-            "manager" | "profession" | "initials" | "officeLocation" => json!(format!("o{n}")),
-            _ => json!(format!("{name}-{n}")),
-        }
-    }
-
     /// A body over every writable property: each left out, `null`, or a value.
     fn body_of(choices: &[Option<Option<u8>>]) -> Value {
         let map: Map<String, Value> = CONTACT_PROPERTIES
@@ -741,7 +725,7 @@ mod tests {
                 let value = match choice {
                     None => return None,
                     Some(None) => Value::Null,
-                    Some(Some(n)) => property_value(name, *n),
+                    Some(Some(n)) => crate::graph::wire::sample_property(name, 1 + usize::from(*n) % 4)?,
                 };
                 Some((name.to_string(), value))
             })
