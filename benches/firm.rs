@@ -64,15 +64,15 @@ impl Drop for Emulators {
     }
 }
 
-/// `SYNCHUB_BENCH_EMULATORS`, when set and not empty: the `synchub` binary itself (a wrapper
-/// script's CPU would be counted instead of the emulators').
+/// `SYNCHUB_BENCH_EMULATORS`, when set and not empty: another build's `synchub` binary, to
+/// compare emulators in one session. It must be the binary itself: a wrapper script's CPU
+/// would be counted instead of the emulators'.
 fn emulators_binary() -> Option<String> {
     std::env::var("SYNCHUB_BENCH_EMULATORS").ok().filter(|b| !b.trim().is_empty())
 }
 
 /// Start `synchub emulators --shape load` and read its banner.
 fn emulators(users: usize, contacts: usize) -> Emulators {
-    // `SYNCHUB_BENCH_EMULATORS`: another build's binary, to compare emulators in one session.
     let binary = emulators_binary().unwrap_or_else(|| env!("CARGO_BIN_EXE_synchub").to_string());
     let mut child = Command::new(binary)
         .args(["emulators", "--shape", "load", "--users", &users.to_string(), "--contacts", &contacts.to_string()])

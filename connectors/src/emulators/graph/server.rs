@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::state::{expanded_ids, select, stamp_filter, with_extended, DeltaPage, DeltaQuery, GraphError, GraphState};
-use crate::graph::wire::{Batch, BatchAnswer, BatchRequest, BatchResponse, MAX_BATCH};
+use crate::graph::wire::{Batch, BatchAnswer, BatchRequest, BatchResponse, Contact, MAX_BATCH};
 use crate::http::seg;
 
 /// Graph's request size limit.
@@ -421,12 +421,12 @@ fn list(
         .transpose()?;
     // The page's contacts only are cloned, under the lock.
     let state = emu.state();
-    let items: Vec<&crate::graph::wire::Contact> = state
+    let items: Vec<&Contact> = state
         .contacts_in(uid, Some(fid))?
         .filter(|c| stamp.as_ref().is_none_or(|(id, value)| c.extended(id) == Some(value.as_str())))
         .collect();
     let path = format!("/users/{uid}/contactFolders/{fid}/contacts");
-    let json = |c: &&crate::graph::wire::Contact| {
+    let json = |c: &&Contact| {
         let value = serde_json::to_value(with_extended((*c).clone(), expand.as_deref())).unwrap_or(Value::Null);
         select(value, param(q, "$select"))
     };
@@ -489,7 +489,7 @@ async fn patch_contact(
     Path((uid, id)): Path<(String, String)>,
     headers: HeaderMap,
     bytes: Bytes,
-) -> Result<Json<crate::graph::wire::Contact>, GraphError> {
+) -> Result<Json<Contact>, GraphError> {
     let if_match = headers.get("if-match").and_then(|v| v.to_str().ok());
     let contact = emu.state().update_contact(&uid, &id, &parse_body(&bytes)?, if_match)?;
     Ok(Json(with_extended(contact, None)))
