@@ -43,6 +43,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "firm_support.rs"]
 mod firm_support;
+use firm_support::cpu_seconds_of;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -143,16 +144,6 @@ fn status_mib(key: &str) -> f64 {
 /// A figure the machine's noise moves much less than wall time.
 fn cpu_seconds() -> f64 {
     cpu_seconds_of("self")
-}
-
-/// The same for process `pid` (`self`: this one).
-fn cpu_seconds_of(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses: utime and stime are
-    // the 14th and 15th of the line, the 12th and 13th after it.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let ticks: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum();
-    ticks as f64 / 100.0
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

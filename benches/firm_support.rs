@@ -82,14 +82,20 @@ pub fn hub_with(
     calendar: CalendarSettings,
 ) -> Arc<Hub> {
     let store = Store::open(dir).expect("store");
+    let (graph, crm) = clients(graph_url, crm_url);
+    let settings = ContactSettings::default();
+    let hub = Hub::new(store, graph, crm, rt, settings, BTreeMap::new()).with_calendar(calendar).expect("calendar");
+    Arc::new(hub)
+}
+
+/// The hub's Graph and CRM clients for the emulators at these URLs.
+pub fn clients(graph_url: &str, crm_url: &str) -> (GraphClient, CrmClient) {
     let mut config = GraphConfig::new(Credentials::new(graph_url, "firm", "synchub", Secret::new("secret")));
     config.base = format!("{graph_url}/v1.0");
     config.retry = RetryPolicy { attempts: 3, base: Duration::from_millis(5), max_wait: Duration::from_secs(1) };
     let graph = GraphClient::new(config).expect("graph client");
     let crm = CrmClient::new(crm_url, Secret::new("crm-token"), RetryPolicy::default()).expect("crm client");
-    let settings = ContactSettings::default();
-    let hub = Hub::new(store, graph, crm, rt, settings, BTreeMap::new()).with_calendar(calendar).expect("calendar");
-    Arc::new(hub)
+    (graph, crm)
 }
 
 /// Emulators over `state`, served by `rt`; their URLs.
@@ -125,4 +131,15 @@ pub fn tune() {
     if std::env::var_os("SYNCHUB_BENCH_NO_TUNE").is_none() {
         synchub::alloc::tune();
     }
+}
+
+/// CPU seconds process `pid` (`self`: this one) has used, user and system, all threads:
+/// `/proc/<pid>/stat` counts them in USER_HZ, 100 a second on Linux.
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses: utime and stime are
+    // the 14th and 15th of the line, the 12th and 13th after it.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
 }
