@@ -141,9 +141,9 @@ fn status_mib(key: &str) -> f64 {
 
 /// CPU seconds this process (the hub; the emulators run in their own) has used, user and
 /// system, all threads: `/proc/self/stat` counts them in USER_HZ, 100 a second on Linux.
-/// A figure the machine's noise moves much less than wall time.
+/// A figure the machine's noise moves much less than wall time. NaN without `/proc`.
 fn cpu_seconds() -> f64 {
-    cpu_seconds_of("self")
+    cpu_seconds_of("self").unwrap_or(f64::NAN)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -214,10 +214,11 @@ fn main() {
     };
 
     let emulators_pid = emu.child.id().to_string();
-    let (cpu_before, emulators_before) = (cpu_seconds(), cpu_seconds_of(&emulators_pid));
+    let emulators_cpu_seconds = || cpu_seconds_of(&emulators_pid).unwrap_or(f64::NAN);
+    let (cpu_before, emulators_before) = (cpu_seconds(), emulators_cpu_seconds());
     let initial = cycle("initial");
     let initial_cpu = cpu_seconds() - cpu_before;
-    let emulators_cpu = cpu_seconds_of(&emulators_pid) - emulators_before;
+    let emulators_cpu = emulators_cpu_seconds() - emulators_before;
     let initial_peak = status_mib("VmHWM");
     let echo = cycle("echo");
     println!("initial sync of {n} users: {:.2} s (then the echo cycle: {:.2} s)", secs(initial), secs(echo));

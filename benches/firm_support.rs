@@ -134,12 +134,14 @@ pub fn tune() {
 }
 
 /// CPU seconds process `pid` (`self`: this one) has used, user and system, all threads:
-/// `/proc/<pid>/stat` counts them in USER_HZ, 100 a second on Linux.
-pub fn cpu_seconds_of(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+/// `/proc/<pid>/stat` counts them in USER_HZ, 100 a second on Linux. `None`: no such
+/// process, or no `/proc`.
+pub fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fields after the command name, which is in parentheses: utime and stime are
     // the 14th and 15th of the line, the 12th and 13th after it.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let ticks: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum();
-    ticks as f64 / 100.0
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let (user, system) = (fields.next()?.parse::<u64>().ok()?, fields.next()?.parse::<u64>().ok()?);
+    Some((user + system) as f64 / 100.0)
 }
