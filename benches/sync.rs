@@ -4,8 +4,8 @@
 //! Figures: the initial sync (≤ 300 ms) and a run carrying a single change (≤ 20 ms).
 //! Beside the initial sync, in the same run, its wire work alone: the same two pulls and
 //! the same writes (recorded from a real initial sync) through the same sides, clients and
-//! emulators, without the merge, the document or the store. It bounds from below what any
-//! hub can reach with these connectors and emulators.
+//! emulators, without the merge, the document or the store: a floor under what this hub's
+//! write plan costs on the wire (see `wire_only`).
 //! Run: `cargo bench --bench sync`.
 
 use std::time::Duration;
