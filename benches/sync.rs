@@ -114,7 +114,7 @@ type Batch = (Vec<PushOp>, Vec<Option<AnswerKind>>);
 /// write got.
 struct Recording<S> {
     side: S,
-    batches: Vec<Vec<(PushOp, Option<AnswerKind>)>>,
+    batches: Vec<Batch>,
 }
 
 fn kind(answer: &Result<PushOutcome, ConnectorError>) -> Option<AnswerKind> {
@@ -130,12 +130,12 @@ impl<S: ContactReplica> ContactReplica for Recording<S> {
     }
     fn push(&mut self, op: &PushOp) -> Result<PushOutcome, ConnectorError> {
         let answer = self.side.push(op);
-        self.batches.push(vec![(op.clone(), kind(&answer))]);
+        self.batches.push((vec![op.clone()], vec![kind(&answer)]));
         answer
     }
     fn push_batch(&mut self, ops: &[PushOp]) -> Vec<Result<PushOutcome, ConnectorError>> {
         let answers = self.side.push_batch(ops);
-        self.batches.push(ops.iter().cloned().zip(answers.iter().map(kind)).collect());
+        self.batches.push((ops.to_vec(), answers.iter().map(kind).collect()));
         answers
     }
     fn read_back(&mut self, op: &PushOp) -> Result<Option<(ItemId, SideItem)>, ConnectorError> {
@@ -168,8 +168,7 @@ fn record_initial_sync(rt: &tokio::runtime::Runtime) -> [Vec<Batch>; 2] {
     let (_, report) = run_user(&store, "u1", replica, [&mut graph, &mut crm], opts).expect("initial sync");
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(report.failed_pushes, 0, "the recorded initial sync had failed pushes");
-    let recorded = [graph.batches, crm.batches]
-        .map(|batches| batches.into_iter().map(|b| b.into_iter().unzip()).collect::<Vec<Batch>>());
+    let recorded = [graph.batches, crm.batches];
     let writes = recorded.each_ref().map(|b| b.iter().map(|(ops, _)| ops.len()).sum::<usize>());
     assert_eq!(writes, [1_500, 1_500], "the initial sync's writes per side");
     let answered = recorded.each_ref().map(|b| b.iter().flat_map(|(_, kinds)| kinds).all(Option::is_some));
